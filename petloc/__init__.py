@@ -1,0 +1,8 @@
+"""petloc: single-object localization experiments (timm MobileNets, Lightning, Hydra, TensorBoard)."""
+
+from pathlib import Path
+
+__version__ = "0.1.0"
+
+# The Hydra config tree (top-level conf/ of the repository, installed in editable mode).
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"

@@ -1,0 +1,29 @@
+"""Start-up validation of a composed config: wrong values fail before any work, naming the key."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from petloc.models.backbone import BACKBONES
+
+MODES = ("box", "species", "breed")
+
+
+class ConfigError(ValueError):
+    """A config value is out of range; the message names the key and the allowed values."""
+
+
+def validate_config(cfg: DictConfig) -> None:
+    alpha = cfg.get("alpha")
+    if not isinstance(alpha, (int, float)) or alpha <= 0:
+        raise ConfigError(f"alpha={alpha!r}: the backbone width multiplier must be a number > 0 (e.g. 0.25, 0.5, 1.0)")
+    size = cfg.get("image_size")
+    if not isinstance(size, int) or size < 32 or size % 32:
+        raise ConfigError(f"image_size={size!r}: must be a positive multiple of 32 (e.g. 96, 128, 160, 224)")
+    if cfg.mode.name not in MODES:
+        raise ConfigError(f"mode.name={cfg.mode.name!r}: allowed values are {list(MODES)}")
+    if cfg.backbone.name not in BACKBONES:
+        raise ConfigError(f"backbone.name={cfg.backbone.name!r}: allowed values are {sorted(BACKBONES)}")
+    fraction = cfg.data.get("val_fraction")
+    if not 0 < fraction <= 1:
+        raise ConfigError(f"data.val_fraction={fraction!r}: must be in (0, 1]")

@@ -1,0 +1,136 @@
+"""Decode once: a memory-mapped cache of downsized uint8 images.
+
+Decoding a full-size JPEG costs far more than a training step of a small MobileNet on a CPU, so
+every image is decoded a single time (JPEG DCT-domain downscaling through ``PIL.Image.draft``), shrunk
+so its longest side is ``max_side`` (about 1.25x the training size, enough for crops and scale jitter)
+and stored in one ``.npy`` file that workers memory-map: pages are shared between processes, so
+the cache costs its size once, not once per worker.
+
+Files that fail to decode here (truncated, corrupt) are reported and dropped before training, which
+is what keeps a bad file from crashing an epoch half-way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from petloc.data.oxford import DataReport, Record
+
+CACHE_VERSION = 1
+
+
+def decode_image(path: Path, max_side: int | None = None) -> np.ndarray:
+    """Decode any image PIL reads (JPEG, PNG, GIF, CMYK, RGBA, grayscale) to RGB uint8 HxWx3.
+
+    With ``max_side`` the image is shrunk (or enlarged) so its longest side equals it; JPEGs are
+    decoded at a reduced DCT scale first, several times faster than a full decode for big photos.
+    """
+    with Image.open(path) as im:
+        if max_side is not None and im.format == "JPEG":
+            im.draft("RGB", (max_side, max_side))
+        im.load()
+        rgb = np.asarray(im.convert("RGB"))
+    if max_side is None:
+        return rgb
+    h, w = rgb.shape[:2]
+    scale = max_side / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    return cv2.resize(rgb, size, interpolation=interp)
+
+
+@dataclass
+class DecodedImages:
+    """Images padded into one [N, S, S, 3] uint8 array (memory-mapped) with their true sizes."""
+
+    pixels: np.ndarray
+    sizes: np.ndarray  # [N, 2] (height, width)
+    index: dict[str, int]
+
+    def get(self, image_id: str) -> np.ndarray:
+        i = self.index[image_id]
+        h, w = self.sizes[i]
+        return self.pixels[i, :h, :w]
+
+
+def _fingerprint(records: Sequence[Record], max_side: int) -> str:
+    h = hashlib.sha256(f"v{CACHE_VERSION}:{max_side}".encode())
+    for r in sorted(records, key=lambda r: r.image_id):
+        st = r.path.stat()
+        h.update(f"{r.image_id}:{r.path.resolve()}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:20]
+
+
+def build_decode_cache(
+    records: Sequence[Record],
+    max_side: int,
+    cache_dir: Path,
+    report: DataReport | None = None,
+    progress: bool = True,
+) -> tuple[DecodedImages, list[Record]]:
+    """Return the cache (building it on first use) and the records that decoded.
+
+    The cache folder name is a fingerprint of the files (path, size, mtime) and ``max_side``, so a
+    changed dataset or image size builds a new cache instead of reading stale pixels. It is written
+    to a temporary name and renamed, so a killed build never leaves a half-written cache behind.
+    """
+    folder = Path(cache_dir) / f"decoded-{max_side}-{_fingerprint(records, max_side)}"
+    meta_path = folder / "meta.json"
+    if not meta_path.is_file():
+        _build(records, max_side, folder, progress)
+    meta = json.loads(meta_path.read_text())
+    for image_id, error in meta["failed"].items():
+        if report is not None:
+            report.add("unreadable_image", image_id, error)
+    pixels = np.load(folder / "pixels.npy", mmap_mode="r")
+    sizes = np.load(folder / "sizes.npy")
+    index = {image_id: i for i, image_id in enumerate(meta["ids"])}
+    usable = [r for r in records if r.image_id in index]
+    if report is not None:
+        report.n_usable = len(usable)
+    return DecodedImages(pixels, sizes, index), usable
+
+
+def _build(records: Sequence[Record], max_side: int, folder: Path, progress: bool) -> None:
+    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    pixels = np.lib.format.open_memmap(
+        tmp / "pixels.npy", mode="w+", dtype=np.uint8, shape=(len(records), max_side, max_side, 3)
+    )
+    sizes = np.zeros((len(records), 2), dtype=np.int32)
+    ids: list[str] = []
+    failed: dict[str, str] = {}
+    for record in tqdm(records, desc=f"decode cache ({max_side}px)", disable=not progress, unit="img"):
+        try:
+            image = decode_image(record.path, max_side)
+        except (OSError, ValueError, SyntaxError) as exc:
+            failed[record.image_id] = f"{record.path.name}: {exc}"[:200]
+            continue
+        h, w = image.shape[:2]
+        pixels[len(ids), :h, :w] = image
+        sizes[len(ids)] = (h, w)
+        ids.append(record.image_id)
+    pixels.flush()
+    del pixels
+    np.save(tmp / "sizes.npy", sizes[: len(ids)])
+    (tmp / "meta.json").write_text(json.dumps({"ids": ids, "failed": failed, "max_side": max_side}))
+    if folder.exists():  # another process finished first: keep theirs
+        _rmtree(tmp)
+        return
+    tmp.rename(folder)
+
+
+def _rmtree(path: Path) -> None:
+    for child in path.iterdir():
+        child.unlink()
+    path.rmdir()

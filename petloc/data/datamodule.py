@@ -1,0 +1,151 @@
+"""LightningDataModule over an Oxford-layout folder (real pets or the synthetic set).
+
+Batches carry uint8 NHWC images; normalization to the backbone's mean/std happens on the model's
+device (:class:`petloc.models.module.PetLocModule`), which moves 4x fewer bytes through the loader
+and keeps per-sample work in the workers to the augmentation itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from petloc.data.augment import AugmentConfig, apply_with_box, eval_transform, train_transform
+from petloc.data.cache import DecodedImages, build_decode_cache
+from petloc.data.oxford import OxfordPets, Record, read_oxford_pets
+from petloc.data.split import stratified_split
+
+log = logging.getLogger(__name__)
+
+Target = Literal["box", "species", "breed"]
+
+
+class BoxDataset(Dataset):
+    """Cached images + boxes (+ class labels); augmentation keeps the single box (see augment.py)."""
+
+    def __init__(
+        self,
+        records: list[Record],
+        cache: DecodedImages,
+        image_size: int,
+        augment: AugmentConfig | None,
+    ) -> None:
+        self.records = records
+        self.cache = cache
+        self.fallback = eval_transform(image_size)
+        self.transform = train_transform(image_size, augment) if augment is not None else self.fallback
+        self._seeded = False
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not self._seeded:
+            # torch.initial_seed() differs per worker and is fixed by Lightning's seed_everything,
+            # so augmentation is random across workers yet reproducible for a given seed.
+            self.transform.set_random_seed(torch.initial_seed() % 2**32)
+            self._seeded = True
+        r = self.records[index]
+        image, box, _ = apply_with_box(self.transform, self.fallback, self.cache.get(r.image_id), r.box)
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(image)),
+            "box": torch.from_numpy(box),
+            "species": r.species,
+            "breed": r.breed,
+            "index": index,
+        }
+
+
+class PetsDataModule(L.LightningDataModule):
+    """Reads the folder, reports its quirks once, splits, decodes once, serves batches."""
+
+    def __init__(
+        self,
+        root: str,
+        image_size: int = 128,
+        batch_size: int = 32,
+        num_workers: int = 1,
+        val_fraction: float = 0.2,
+        seed: int = 0,
+        augment: AugmentConfig | dict | None = None,
+        cache_dir: str = ".cache/petloc",
+        cache_scale: float = 1.25,
+        synthetic: dict | None = None,
+        persistent_workers: bool = True,
+    ) -> None:
+        super().__init__()
+        if image_size % 32:
+            raise ValueError(f"image_size must be a multiple of 32, got {image_size}")
+        self.root = Path(root).expanduser()
+        self.image_size = image_size
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.val_fraction = val_fraction
+        self.seed = seed
+        self.augment = AugmentConfig(**augment) if isinstance(augment, dict) else augment or AugmentConfig()
+        self.cache_dir = Path(cache_dir).expanduser()
+        self.max_side = int(round(image_size * cache_scale))
+        self.synthetic = synthetic
+        self.persistent_workers = persistent_workers
+        self.dataset: OxfordPets | None = None
+        self.train_records: list[Record] = []
+        self.val_records: list[Record] = []
+        self.cache: DecodedImages | None = None
+
+    def prepare_data(self) -> None:
+        """Generate the synthetic set if this data config asks for it (rank 0 only under DDP)."""
+        if self.synthetic is not None:
+            from petloc.data.synthetic import generate_synthetic_pets
+
+            generate_synthetic_pets(self.root, n=self.synthetic["n"], seed=self.synthetic["seed"])
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.cache is not None:
+            return
+        self.prepare_data()  # idempotent; makes setup() alone enough for scripts and tests
+        self.dataset = read_oxford_pets(self.root)
+        cache, usable = build_decode_cache(
+            self.dataset.records, self.max_side, self.cache_dir, self.dataset.report
+        )
+        self.cache = cache
+        self.train_records, self.val_records = stratified_split(usable, self.val_fraction, self.seed)
+        log.info("%s", self.dataset.report.format())
+        log.info("split: %d train, %d val (seed %d)", len(self.train_records), len(self.val_records), self.seed)
+
+    @property
+    def num_breeds(self) -> int:
+        assert self.dataset is not None, "call setup() first"
+        return self.dataset.num_breeds
+
+    def train_mean_box(self) -> torch.Tensor:
+        """The training set's mean box: the constant-box baseline logged as val/iou_mean_box."""
+        return torch.tensor([r.box for r in self.train_records], dtype=torch.float32).mean(dim=0)
+
+    def _loader(self, records: list[Record], train: bool) -> DataLoader:
+        assert self.cache is not None, "call setup() first"
+        dataset = BoxDataset(records, self.cache, self.image_size, self.augment if train else None)
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=train,
+            drop_last=train and len(records) > self.batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=self.persistent_workers and self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_records, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_records, train=False)
+
+    def state_summary(self) -> dict[str, Any]:
+        return {"augment": asdict(self.augment), "n_train": len(self.train_records), "n_val": len(self.val_records)}

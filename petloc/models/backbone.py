@@ -1,0 +1,132 @@
+"""timm MobileNet backbones at any width multiplier (alpha).
+
+timm registers MobileNets under names that fix the width (``mobilenetv2_050`` ...), while petloc
+sweeps alpha freely, so the backbone is built through timm's generator functions with a channel
+multiplier. Pretrained ImageNet weights exist only for the widths timm publishes; asking for them
+at another alpha, or offline with nothing cached, is an error that names the options rather than a
+silent random initialization.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import timm
+from timm.models.efficientnet import _gen_mobilenet_v1, _gen_mobilenet_v2
+from timm.models.mobilenetv3 import _gen_mobilenet_v3, _gen_mobilenet_v4
+from torch import nn
+
+# Feature levels handed to heads: strides 16 and 32 (the last two of timm's five levels).
+OUT_INDICES = (3, 4)
+
+
+class PretrainedWeightsError(RuntimeError):
+    """No ImageNet weights can be loaded for the requested backbone; the message lists the options."""
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """How to build one MobileNet family at any alpha, and which timm names carry weights."""
+
+    generator: Callable[..., nn.Module]
+    template: str  # the timm variant passed to the generator (selects small/large etc.)
+    registered: dict[float, str]  # alpha -> timm model name at that width
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    "mobilenetv1": BackboneSpec(
+        _gen_mobilenet_v1, "mobilenetv1_100", {1.0: "mobilenetv1_100", 1.25: "mobilenetv1_125"}
+    ),
+    "mobilenetv2": BackboneSpec(
+        _gen_mobilenet_v2,
+        "mobilenetv2_100",
+        {
+            0.35: "mobilenetv2_035",
+            0.5: "mobilenetv2_050",
+            0.75: "mobilenetv2_075",
+            1.0: "mobilenetv2_100",
+            1.4: "mobilenetv2_140",
+        },
+    ),
+    "mobilenetv3_small": BackboneSpec(
+        _gen_mobilenet_v3,
+        "mobilenetv3_small_100",
+        {0.5: "mobilenetv3_small_050", 0.75: "mobilenetv3_small_075", 1.0: "mobilenetv3_small_100"},
+    ),
+    "mobilenetv3_large": BackboneSpec(
+        _gen_mobilenet_v3,
+        "mobilenetv3_large_100",
+        {0.75: "mobilenetv3_large_075", 1.0: "mobilenetv3_large_100"},
+    ),
+    "mobilenetv4_small": BackboneSpec(
+        _gen_mobilenet_v4,
+        "mobilenetv4_conv_small",
+        {
+            0.35: "mobilenetv4_conv_small_035",
+            0.5: "mobilenetv4_conv_small_050",
+            1.0: "mobilenetv4_conv_small",
+        },
+    ),
+}
+
+
+def pretrained_alphas(name: str) -> list[float]:
+    """The widths of ``name`` for which timm publishes pretrained weights."""
+    spec = BACKBONES[name]
+    return sorted(a for a, model in spec.registered.items() if timm.list_pretrained(model))
+
+
+def create_backbone(
+    name: str = "mobilenetv1",
+    alpha: float = 0.25,
+    pretrained: bool = False,
+    weights_file: str | None = None,
+) -> nn.Module:
+    """Build a timm feature extractor returning the stride-16 and stride-32 feature maps.
+
+    The returned module has timm's ``feature_info`` (channels, reductions) and
+    ``pretrained_cfg`` (ImageNet mean/std used for input normalization).
+    """
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}")
+    if alpha <= 0:
+        raise ValueError(f"alpha must be > 0, got {alpha}")
+    spec = BACKBONES[name]
+    if not pretrained:
+        if weights_file:
+            raise ValueError("backbone.weights_file is set but backbone.pretrained=false: set pretrained=true")
+        return spec.generator(spec.template, alpha, features_only=True, out_indices=OUT_INDICES)
+    return _create_pretrained(name, alpha, weights_file)
+
+
+def _create_pretrained(name: str, alpha: float, weights_file: str | None) -> nn.Module:
+    available = pretrained_alphas(name)
+    model_name = BACKBONES[name].registered.get(float(alpha))
+    if model_name is None or float(alpha) not in available:
+        raise PretrainedWeightsError(
+            f"timm has no ImageNet weights for backbone={name} at alpha={alpha}. Options: "
+            f"alpha in {available} with backbone.pretrained=true, or backbone.pretrained=false "
+            "(random initialization)."
+        )
+    overlay = None
+    if weights_file:
+        path = Path(weights_file).expanduser()
+        if not path.is_file():
+            raise PretrainedWeightsError(f"backbone.weights_file={path} does not exist")
+        overlay = {"file": str(path)}
+    try:
+        return timm.create_model(
+            model_name,
+            pretrained=True,
+            features_only=True,
+            out_indices=OUT_INDICES,
+            pretrained_cfg_overlay=overlay,
+        )
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise PretrainedWeightsError(
+            f"could not load ImageNet weights for {model_name} ({type(exc).__name__}: {exc}). Offline? "
+            f"Options: backbone.weights_file=PATH (timm's {model_name} weights, .safetensors or .pth), "
+            "fill the Hugging Face cache on a machine with internet, or backbone.pretrained=false."
+        ) from exc

@@ -1,0 +1,39 @@
+"""Build the LightningModule from a composed config: the one place train, eval, predict and export share."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from petloc.models.module import PetLocModule
+
+
+def num_classes_for(mode: str, num_breeds: int) -> int:
+    """Classes of the class branch: none (box), 2 species, or the dataset's breeds (list.txt)."""
+    return {"box": 0, "species": 2, "breed": num_breeds}[mode]
+
+
+def build_module(cfg: DictConfig, num_classes: int) -> PetLocModule:
+    """Instantiate backbone, head, loss, optimizer and scheduler from their config groups."""
+    module = PetLocModule(
+        backbone=instantiate(cfg.backbone),
+        head=instantiate(cfg.head),
+        loss=instantiate(cfg.loss),
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        mode=cfg.mode.name,
+        num_classes=num_classes,
+        cls_weight=cfg.mode.cls_weight,
+        image_size=cfg.image_size,
+    )
+    module.run_config = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    return module
+
+
+def config_from_checkpoint(checkpoint: dict[str, Any]) -> DictConfig:
+    """The resolved training config stored in a petloc checkpoint."""
+    if "petloc_config" not in checkpoint or not checkpoint["petloc_config"]:
+        raise ValueError("not a petloc checkpoint: it holds no 'petloc_config' (train with petloc-train)")
+    return OmegaConf.create(checkpoint["petloc_config"])

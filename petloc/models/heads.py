@@ -1,0 +1,154 @@
+"""Box heads: from backbone feature maps to one normalized xyxy box per image.
+
+Every head maps ``features`` (the stride-16 and stride-32 maps) to a :class:`HeadOutput` and owns
+its training loss, because dense heads (``center``) need more than a box regression: they also
+learn *where* the object is. Boxes are parameterized as centre + size through a sigmoid, so
+``x0 < x1`` and ``y0 < y1`` hold for any network output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass
+class HeadOutput:
+    """``box``: decoded [B, 4] xyxy in [0, 1]; ``cell_logits``: [B, H*W] (dense heads only)."""
+
+    box: Tensor
+    cell_logits: Tensor | None = None
+    cell_boxes: Tensor | None = None  # [B, H, W, 4] per-cell boxes (dense heads only)
+
+
+def cxcywh_to_xyxy(raw: Tensor) -> Tensor:
+    """Sigmoid-parameterized (cx, cy, w, h) -> xyxy; width and height are always positive."""
+    c = torch.sigmoid(raw)
+    half = c[..., 2:] / 2
+    return torch.cat([c[..., :2] - half, c[..., :2] + half], dim=-1)
+
+
+def conv_bn_act(cin: int, cout: int, kernel: int = 1, groups: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, kernel, padding=kernel // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+class BoxHead(nn.Module):
+    """Base: a head regressing one box globally, trained with the box loss alone."""
+
+    def loss(self, out: HeadOutput, target: Tensor, box_loss: nn.Module) -> Tensor:
+        return box_loss(out.box, target)
+
+
+class DWSepHead(BoxHead):
+    """The Keras prototype's head: one more depthwise-separable block, a max-pool, a 1x1 conv to 4."""
+
+    def __init__(self, in_channels: list[int], width: int | None = None) -> None:
+        super().__init__()
+        c = in_channels[-1]
+        width = width or c
+        self.block = nn.Sequential(conv_bn_act(c, c, 3, groups=c), conv_bn_act(c, width, 1))
+        self.out = nn.Conv2d(width, 4, 1)
+
+    def forward(self, features: list[Tensor]) -> HeadOutput:
+        x = F.adaptive_max_pool2d(self.block(features[-1]), 1)
+        return HeadOutput(box=cxcywh_to_xyxy(self.out(x).flatten(1)))
+
+
+class ConvHead(BoxHead):
+    """The later Keras version: one 3x3 conv to 4 channels on the last feature map, averaged."""
+
+    def __init__(self, in_channels: list[int]) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels[-1], 4, 3, padding=1)
+
+    def forward(self, features: list[Tensor]) -> HeadOutput:
+        return HeadOutput(box=cxcywh_to_xyxy(self.conv(features[-1]).mean(dim=(2, 3))))
+
+
+class PooledHead(BoxHead):
+    """Global average pool + a small MLP: the usual classification-style regressor."""
+
+    def __init__(self, in_channels: list[int], hidden: int = 256, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(
+            nn.Linear(in_channels[-1], hidden), nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden, 4)
+        )
+
+    def forward(self, features: list[Tensor]) -> HeadOutput:
+        return HeadOutput(box=cxcywh_to_xyxy(self.mlp(features[-1].mean(dim=(2, 3)))))
+
+
+class CenterHead(BoxHead):
+    """Dense single-object head: which cell holds the object's centre, and the box seen from there.
+
+    The stride-32 map is upsampled onto the stride-16 map (a one-step FPN) so an image of 128 px
+    gives an 8x8 grid. Each cell predicts a centre offset (YOLOv5-style, within +-1 cell) and the
+    box size; a softmax over all cells says where the centre is. Training: cross-entropy on the cell
+    holding the true centre + the box loss on that cell's box (every cell learns to frame the object
+    from where it stands). Decoding: the score-weighted average of the boxes in the 3x3
+    neighbourhood of the best cell, which smooths the grid's quantization.
+    """
+
+    def __init__(self, in_channels: list[int], width: int = 64, cell_weight: float = 1.0) -> None:
+        super().__init__()
+        c16, c32 = in_channels[-2], in_channels[-1]
+        self.lateral16 = conv_bn_act(c16, width, 1)
+        self.lateral32 = conv_bn_act(c32, width, 1)
+        self.tower = nn.Sequential(
+            conv_bn_act(width, width, 3, groups=width),
+            conv_bn_act(width, width, 1),
+            conv_bn_act(width, width, 3, groups=width),
+            conv_bn_act(width, width, 1),
+        )
+        self.pred = nn.Conv2d(width, 5, 1)  # cell logit + (dx, dy, w, h)
+        self.cell_weight = cell_weight
+
+    def forward(self, features: list[Tensor]) -> HeadOutput:
+        f16, f32 = features[-2], features[-1]
+        x = self.lateral16(f16) + F.interpolate(self.lateral32(f32), size=f16.shape[-2:], mode="nearest")
+        p = self.pred(self.tower(x))  # [B, 5, H, W]
+        b, _, h, w = p.shape
+        ys, xs = torch.meshgrid(
+            torch.arange(h, device=p.device, dtype=p.dtype),
+            torch.arange(w, device=p.device, dtype=p.dtype),
+            indexing="ij",
+        )
+        t = torch.sigmoid(p[:, 1:])
+        cx = (xs + 0.5 + (t[:, 0] * 2 - 1)) / w
+        cy = (ys + 0.5 + (t[:, 1] * 2 - 1)) / h
+        bw, bh = t[:, 2], t[:, 3]
+        boxes = torch.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], dim=-1)  # [B, H, W, 4]
+        logits = p[:, 0].reshape(b, h * w)
+        return HeadOutput(box=self._decode(logits, boxes), cell_logits=logits, cell_boxes=boxes)
+
+    @staticmethod
+    def _decode(logits: Tensor, boxes: Tensor) -> Tensor:
+        b, h, w, _ = boxes.shape
+        best = logits.argmax(dim=1)
+        by, bx = best // w, best % w
+        scores = torch.softmax(logits.float(), dim=1).reshape(b, 1, h, w)
+        # keep the 3x3 neighbourhood of the best cell only
+        yy = torch.arange(h, device=boxes.device).view(1, h, 1)
+        xx = torch.arange(w, device=boxes.device).view(1, 1, w)
+        near = ((yy - by.view(b, 1, 1)).abs() <= 1) & ((xx - bx.view(b, 1, 1)).abs() <= 1)
+        weights = scores.squeeze(1) * near
+        weights = weights / weights.sum(dim=(1, 2), keepdim=True).clamp_min(1e-12)
+        return (boxes.float() * weights.unsqueeze(-1)).sum(dim=(1, 2)).to(boxes.dtype)
+
+    def loss(self, out: HeadOutput, target: Tensor, box_loss: nn.Module) -> Tensor:
+        assert out.cell_logits is not None and out.cell_boxes is not None
+        b, h, w, _ = out.cell_boxes.shape
+        centre = (target[:, :2] + target[:, 2:]) / 2
+        col = (centre[:, 0] * w).long().clamp(0, w - 1)
+        row = (centre[:, 1] * h).long().clamp(0, h - 1)
+        cell = row * w + col
+        cell_loss = F.cross_entropy(out.cell_logits.float(), cell)
+        box_at_cell = out.cell_boxes.reshape(b, h * w, 4)[torch.arange(b, device=target.device), cell]
+        return box_loss(box_at_cell, target) + self.cell_weight * cell_loss
