@@ -24,6 +24,8 @@ def validate_config(cfg: DictConfig) -> None:
         raise ConfigError(f"mode.name={cfg.mode.name!r}: allowed values are {list(MODES)}")
     if cfg.backbone.name not in BACKBONES:
         raise ConfigError(f"backbone.name={cfg.backbone.name!r}: allowed values are {sorted(BACKBONES)}")
+    if cfg.get("nan_policy", "stop") not in ("stop", "skip"):
+        raise ConfigError(f"nan_policy={cfg.nan_policy!r}: allowed values are ['stop', 'skip']")
     fraction = cfg.data.get("val_fraction")
     if not 0 < fraction <= 1:
         raise ConfigError(f"data.val_fraction={fraction!r}: must be in (0, 1]")

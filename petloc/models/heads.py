@@ -89,15 +89,19 @@ class CenterHead(BoxHead):
     """Dense single-object head: which cell holds the object's centre, and the box seen from there.
 
     The stride-32 map is upsampled onto the stride-16 map (a one-step FPN) so an image of 128 px
-    gives an 8x8 grid. Each cell predicts a centre offset (YOLOv5-style, within +-1 cell) and the
-    box size; a softmax over all cells says where the centre is. Training: cross-entropy on the cell
-    holding the true centre + the box loss on that cell's box (every cell learns to frame the object
-    from where it stands). Decoding: the score-weighted average of the boxes in the 3x3
-    neighbourhood of the best cell, which smooths the grid's quantization.
+    gives an 8x8 grid. Each cell predicts the object's centre as an offset of up to ``radius + 1``
+    cells from its own centre, and the box size; a softmax over all cells says where the centre is.
+    Training: cross-entropy on the cell holding the true centre, plus the box loss on every cell
+    within ``radius`` of it (several positives per object, as FCOS/YOLO centre sampling: more box
+    supervision per image and neighbours that agree). Decoding: the score-weighted average of the
+    boxes within ``radius`` of the best cell, the same cells training made accurate.
     """
 
-    def __init__(self, in_channels: list[int], width: int = 64, cell_weight: float = 1.0) -> None:
+    def __init__(
+        self, in_channels: list[int], width: int = 64, cell_weight: float = 1.0, radius: int = 1
+    ) -> None:
         super().__init__()
+        self.radius = radius
         c16, c32 = in_channels[-2], in_channels[-1]
         self.lateral16 = conv_bn_act(c16, width, 1)
         self.lateral32 = conv_bn_act(c32, width, 1)
@@ -121,34 +125,38 @@ class CenterHead(BoxHead):
             indexing="ij",
         )
         t = torch.sigmoid(p[:, 1:])
-        cx = (xs + 0.5 + (t[:, 0] * 2 - 1)) / w
-        cy = (ys + 0.5 + (t[:, 1] * 2 - 1)) / h
+        reach = self.radius + 1
+        cx = (xs + 0.5 + (t[:, 0] * 2 - 1) * reach) / w
+        cy = (ys + 0.5 + (t[:, 1] * 2 - 1) * reach) / h
         bw, bh = t[:, 2], t[:, 3]
         boxes = torch.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], dim=-1)  # [B, H, W, 4]
         logits = p[:, 0].reshape(b, h * w)
         return HeadOutput(box=self._decode(logits, boxes), cell_logits=logits, cell_boxes=boxes)
 
-    @staticmethod
-    def _decode(logits: Tensor, boxes: Tensor) -> Tensor:
+    def _near(self, cell: Tensor, h: int, w: int) -> Tensor:
+        """[B, H, W] mask of the cells within ``radius`` (Chebyshev) of each sample's ``cell``."""
+        b = cell.shape[0]
+        yy = torch.arange(h, device=cell.device).view(1, h, 1)
+        xx = torch.arange(w, device=cell.device).view(1, 1, w)
+        rows, cols = (cell // w).view(b, 1, 1), (cell % w).view(b, 1, 1)
+        return ((yy - rows).abs() <= self.radius) & ((xx - cols).abs() <= self.radius)
+
+    def _decode(self, logits: Tensor, boxes: Tensor) -> Tensor:
         b, h, w, _ = boxes.shape
-        best = logits.argmax(dim=1)
-        by, bx = best // w, best % w
-        scores = torch.softmax(logits.float(), dim=1).reshape(b, 1, h, w)
-        # keep the 3x3 neighbourhood of the best cell only
-        yy = torch.arange(h, device=boxes.device).view(1, h, 1)
-        xx = torch.arange(w, device=boxes.device).view(1, 1, w)
-        near = ((yy - by.view(b, 1, 1)).abs() <= 1) & ((xx - bx.view(b, 1, 1)).abs() <= 1)
-        weights = scores.squeeze(1) * near
+        scores = torch.softmax(logits.float(), dim=1).reshape(b, h, w)
+        weights = scores * self._near(logits.argmax(dim=1), h, w)
         weights = weights / weights.sum(dim=(1, 2), keepdim=True).clamp_min(1e-12)
         return (boxes.float() * weights.unsqueeze(-1)).sum(dim=(1, 2)).to(boxes.dtype)
 
     def loss(self, out: HeadOutput, target: Tensor, box_loss: nn.Module) -> Tensor:
         assert out.cell_logits is not None and out.cell_boxes is not None
-        b, h, w, _ = out.cell_boxes.shape
+        _, h, w, _ = out.cell_boxes.shape
+        b = target.shape[0]
         centre = (target[:, :2] + target[:, 2:]) / 2
         col = (centre[:, 0] * w).long().clamp(0, w - 1)
         row = (centre[:, 1] * h).long().clamp(0, h - 1)
         cell = row * w + col
         cell_loss = F.cross_entropy(out.cell_logits.float(), cell)
-        box_at_cell = out.cell_boxes.reshape(b, h * w, 4)[torch.arange(b, device=target.device), cell]
-        return box_loss(box_at_cell, target) + self.cell_weight * cell_loss
+        near = self._near(cell, h, w)
+        targets = target.view(b, 1, 1, 4).expand(b, h, w, 4)
+        return box_loss(out.cell_boxes[near], targets[near]) + self.cell_weight * cell_loss

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +17,8 @@ from torchmetrics.classification import MulticlassAccuracy
 from petloc.metrics import LocalizationMetrics
 from petloc.models.heads import HeadOutput
 from petloc.viz import box_grid
+
+log = logging.getLogger(__name__)
 
 LABEL_KEYS = {"species": "species", "breed": "breed"}
 
@@ -40,6 +43,7 @@ class PetLocModule(L.LightningModule):
         cls_weight: float = 1.0,
         image_size: int = 128,
         log_images: int = 16,
+        nan_policy: str = "stop",
     ) -> None:
         super().__init__()
         # Only plain values go into the checkpoint's hyper-parameters, so checkpoints load with
@@ -62,6 +66,8 @@ class PetLocModule(L.LightningModule):
         self.val_metrics = LocalizationMetrics()
         self.val_baseline = LocalizationMetrics()
         self.val_iou_best = MaxMetric()
+        self.skipped_batches = 0
+        self._total_steps: float | None = None
         self.val_cls_acc = MulticlassAccuracy(num_classes, average="micro") if self.classifier else None
 
     # ---- forward ---------------------------------------------------------------------------
@@ -101,8 +107,19 @@ class PetLocModule(L.LightningModule):
         if datamodule is not None and datamodule.train_records:
             self.mean_box.copy_(datamodule.train_mean_box().to(self.mean_box))
 
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
         loss, _, _ = self._step(batch)
+        if not torch.isfinite(loss):
+            where = f"epoch {self.current_epoch}, step {self.global_step}, batch {batch_idx}"
+            if self.hparams.nan_policy == "skip":
+                self.skipped_batches += 1
+                log.warning("non-finite loss (%s) at %s: batch skipped (nan_policy=skip)", loss.item(), where)
+                self.log("train/skipped_batches", float(self.skipped_batches))
+                return None  # Lightning skips the backward pass and optimizer step
+            raise FloatingPointError(
+                f"non-finite loss ({loss.item()}) at {where}. Lower optimizer.lr, keep "
+                "trainer.gradient_clip_val, or set nan_policy=skip to drop such batches."
+            )
         self.train_loss(loss.detach())
         self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
         return loss
@@ -168,7 +185,9 @@ class PetLocModule(L.LightningModule):
         """Share of the training budget used, by steps or by wall-clock (``trainer.max_time``)."""
         trainer = self.trainer
         shares = []
-        total = trainer.estimated_stepping_batches
+        if self._total_steps is None:  # Lightning recomputes this property on every access
+            self._total_steps = float(trainer.estimated_stepping_batches)
+        total = self._total_steps
         if math.isfinite(total) and total > 0:
             shares.append(trainer.global_step / total)
         timer = next((c for c in trainer.callbacks if type(c).__name__ == "Timer"), None)

@@ -1,0 +1,33 @@
+# Two commands for a fresh machine with Python >= 3.10 and make:
+#   make train   -> creates .venv if missing, installs petloc with its pinned dependencies, trains
+#   make test    -> same bootstrap, then the whole test suite (what CI runs)
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export NO_ALBUMENTATIONS_UPDATE := 1
+
+.PHONY: train test lint venv clean
+
+# Re-installs only when pyproject.toml changed since the last install (idempotent, fast otherwise).
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -c "import timm, torchvision, lightning, albumentations, hydra; print('petloc stack OK: timm', timm.__version__)"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+train: $(STAMP)
+	$(BIN)/petloc-train $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check petloc tests scripts
+	$(BIN)/ruff format --check petloc tests scripts
+
+clean:
+	rm -rf $(VENV) .cache outputs

@@ -1,0 +1,205 @@
+"""Throughput and memory of the training pipeline against the model-only ceiling.
+
+    python scripts/benchmark.py [hydra overrides]     # e.g. alpha=1.0 image_size=224
+
+Prints one JSON object (names from INTERFACE.md):
+- ``model_train_ips``: images/s of Lightning training steps on one real batch held in memory
+  (forward + backward + optimizer step, no data loading): the ceiling;
+- ``e2e_train_ips``: images/s of the same Lightning steps fed by the real DataModule (real images,
+  decode cache, augmentation, workers);
+- ``ratio_e2e_model``: e2e / model; 1.0 means the data pipeline costs nothing;
+- ``loader_ips``: images/s of the training DataLoader alone (cache warm, workers started);
+- ``infer_ips`` (batch 32) and ``infer_latency_ms`` (batch 1, median) of ``predict_boxes``;
+- ``cache_build_s``/``cache_images``: a cold build of the decode cache (one-time cost);
+- ``peak_rss_mb``: peak resident memory of this process and of its loader workers.
+Warm-up steps are excluded and every figure is a median over steps or repeats.
+
+By default it measures ``data=oxford_pets`` on the shared real sample (``../shared/data/...``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import lightning as L  # noqa: E402
+import torch  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from hydra.utils import instantiate  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from petloc import CONFIG_DIR  # noqa: E402
+from petloc.data.datamodule import PetsDataModule  # noqa: E402
+from petloc.models.factory import build_module, num_classes_for  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_DATA = ["data=oxford_pets", f"data.root={REPO.parent / 'shared/data/oxford-pets-sample'}"]
+
+
+class StepTimer(L.Callback):
+    """Wall time between consecutive training-batch ends: includes waiting for data."""
+
+    def __init__(self) -> None:
+        self.stamps: list[float] = []
+
+    def on_train_batch_end(self, *args: Any) -> None:
+        self.stamps.append(time.perf_counter())
+
+    def images_per_second(self, batch_size: int, warmup: int) -> float:
+        gaps = [b - a for a, b in zip(self.stamps[warmup:], self.stamps[warmup + 1 :])]
+        return batch_size / statistics.median(gaps)
+
+
+def _trainer(steps: int, timer: StepTimer) -> L.Trainer:
+    return L.Trainer(
+        max_steps=steps,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[timer],
+        accelerator="auto",
+        devices=1,
+    )
+
+
+def compose_config(overrides: list[str], tmp: Path) -> DictConfig:
+    has_data = any(o.startswith("data=") or o.startswith("data.root") for o in overrides)
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        return compose(
+            "train", overrides=[*([] if has_data else DEFAULT_DATA), f"paths.output_dir={tmp}", *overrides]
+        )
+
+
+def measure_cache_build(cfg: DictConfig, tmp: Path) -> tuple[float, int]:
+    """A cold decode-cache build into an empty folder (what the first run on a dataset pays)."""
+    dm: PetsDataModule = instantiate(cfg.data, cache_dir=str(tmp / "cold-cache"))
+    start = time.perf_counter()
+    dm.setup("fit")
+    return time.perf_counter() - start, len(dm.train_records) + len(dm.val_records)
+
+
+def measure_loader(dm: PetsDataModule, batches: int) -> float:
+    loader = dm.train_dataloader()
+    times, seen = [], 0
+    while seen < batches + 3:
+        last = time.perf_counter()
+        for batch in loader:
+            now = time.perf_counter()
+            if seen >= 3:  # warm-up: worker start, first pages of the memory map
+                times.append((now - last) / len(batch["box"]))
+            last, seen = now, seen + 1
+            if seen >= batches + 3:
+                break
+    return 1.0 / statistics.median(times)
+
+
+def measure_inference(module: torch.nn.Module, image_size: int, repeats: int) -> tuple[float, float]:
+    device = next(module.parameters()).device
+    module.eval()
+    x32 = torch.randint(0, 256, (32, image_size, image_size, 3), dtype=torch.uint8, device=device)
+    x1 = x32[:1]
+    with torch.inference_mode():
+        for _ in range(5):
+            module.predict_boxes(x32)
+            module.predict_boxes(x1)
+        t32, t1 = [], []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            module.predict_boxes(x32)
+            t32.append(time.perf_counter() - start)
+        for _ in range(repeats * 10):
+            start = time.perf_counter()
+            module.predict_boxes(x1)
+            t1.append(time.perf_counter() - start)
+    return 32 / statistics.median(t32), 1000 * statistics.median(t1)
+
+
+def peak_rss_mb() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, children) / 1024  # ru_maxrss is in KiB on Linux
+
+
+def run(overrides: list[str], steps: int, warmup: int, repeats: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        cfg = compose_config(overrides, tmp)
+        L.seed_everything(cfg.seed, workers=True)
+        cache_build_s, cache_images = measure_cache_build(cfg, tmp)
+
+        dm: PetsDataModule = instantiate(cfg.data)
+        dm.setup("fit")
+        batch_size = cfg.data.batch_size
+        loader_ips = measure_loader(dm, batches=steps)
+
+        # model-only ceiling: the same Lightning steps on one real batch kept in memory
+        module = build_module(cfg, num_classes_for(cfg.mode.name, dm.num_breeds))
+        batch = next(iter(dm.train_dataloader()))
+        timer = StepTimer()
+        _trainer(warmup + steps, timer).fit(module, train_dataloaders=[batch] * (warmup + steps))
+        model_ips = timer.images_per_second(batch_size, warmup)
+
+        module = build_module(cfg, num_classes_for(cfg.mode.name, dm.num_breeds))
+        timer = StepTimer()
+        _trainer(warmup + steps, timer).fit(module, datamodule=dm)
+        e2e_ips = timer.images_per_second(batch_size, warmup)
+
+        infer_ips, latency_ms = measure_inference(module, cfg.image_size, repeats)
+    return {
+        "model_train_ips": round(model_ips, 1),
+        "e2e_train_ips": round(e2e_ips, 1),
+        "ratio_e2e_model": round(e2e_ips / model_ips, 3),
+        "loader_ips": round(loader_ips, 1),
+        "infer_ips": round(infer_ips, 1),
+        "infer_latency_ms": round(latency_ms, 3),
+        "cache_build_s": round(cache_build_s, 2),
+        "cache_images": cache_images,
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "config": {
+            "overrides": overrides,
+            "backbone": cfg.backbone.name,
+            "alpha": cfg.alpha,
+            "image_size": cfg.image_size,
+            "head": cfg.head._target_.rsplit(".", 1)[-1],
+            "batch_size": batch_size,
+            "num_workers": cfg.data.num_workers,
+            "steps": steps,
+            "warmup": warmup,
+        },
+        "machine": {
+            "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides of conf/train.yaml")
+    parser.add_argument("--steps", type=int, default=60, help="measured training steps per phase")
+    parser.add_argument("--warmup", type=int, default=10, help="steps excluded before measuring")
+    parser.add_argument("--repeats", type=int, default=20, help="inference repeats (batch 32)")
+    args = parser.parse_args(argv)
+    print(json.dumps(run(args.overrides, args.steps, args.warmup, args.repeats), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""Shared fixtures: the real Oxford sample, composed Hydra configs, small synthetic sets."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+from hydra import compose, initialize_config_dir  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from petloc import CONFIG_DIR  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+OXFORD_SAMPLE = Path(os.environ.get("PETLOC_OXFORD_SAMPLE", REPO.parent / "shared/data/oxford-pets-sample"))
+
+
+@pytest.fixture(scope="session")
+def oxford_sample() -> Path:
+    """The shared real sample; skipped on a user's machine without it, a failure in CI."""
+    if not (OXFORD_SAMPLE / "annotations" / "list.txt").is_file():
+        message = f"real Oxford sample not found at {OXFORD_SAMPLE} (set PETLOC_OXFORD_SAMPLE)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{message}: CI must have ../shared beside the checkout")
+        pytest.skip(message)
+    return OXFORD_SAMPLE
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One decode cache / synthetic-set folder for the whole session (builds are reused)."""
+    return tmp_path_factory.mktemp("petloc-cache")
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(cache_dir: Path) -> Path:
+    """A small synthetic set in the Oxford layout, generated once per session."""
+    from petloc.data.synthetic import generate_synthetic_pets
+
+    return generate_synthetic_pets(cache_dir / "synthetic_small", n=120, seed=0, progress=False)
+
+
+@pytest.fixture
+def make_cfg(tmp_path: Path, cache_dir: Path) -> Callable[..., DictConfig]:
+    """Compose the real conf/train.yaml with overrides, outputs in tmp_path, caches shared."""
+
+    def _make(*overrides: str, config_name: str = "train") -> DictConfig:
+        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+            return compose(
+                config_name,
+                overrides=[f"paths.output_dir={tmp_path}", f"paths.cache_dir={cache_dir}", *overrides],
+            )
+
+    return _make
