@@ -16,7 +16,9 @@ class ConfigError(ValueError):
 def validate_config(cfg: DictConfig) -> None:
     alpha = cfg.get("alpha")
     if not isinstance(alpha, (int, float)) or alpha <= 0:
-        raise ConfigError(f"alpha={alpha!r}: the backbone width multiplier must be a number > 0 (e.g. 0.25, 0.5, 1.0)")
+        raise ConfigError(
+            f"alpha={alpha!r}: the backbone width multiplier must be a number > 0 (e.g. 0.25, 0.5, 1.0)"
+        )
     size = cfg.get("image_size")
     if not isinstance(size, int) or size < 32 or size % 32:
         raise ConfigError(f"image_size={size!r}: must be a positive multiple of 32 (e.g. 96, 128, 160, 224)")

@@ -11,7 +11,9 @@ from typing import Any
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
+from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig
+from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 from petloc.config import validate_config
 from petloc.data.datamodule import PetsDataModule
@@ -40,6 +42,25 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
     return None
 
 
+HPARAM_METRICS = ("val/iou_best", "val/iou", "val/acc50", "val/acc75")
+
+
+def log_hparams(trainer: L.Trainer, hparams: dict[str, Any]) -> None:
+    """Register the run's overrides with TensorBoard's HParams plugin against the final metrics.
+
+    The plugin reads metric values from the scalars of the same names, so only the session (the
+    hparams and the metric names) is written here: passing placeholder values to Lightning's
+    ``log_hyperparams`` would plot a fake 0 at the start of every curve.
+    """
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            writer = logger.experiment._get_file_writer()
+            for summary in hparams_summary(hparams, dict.fromkeys(HPARAM_METRICS, 0.0)):
+                writer.add_summary(summary)
+        else:
+            logger.log_hyperparams(hparams)
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train one run; writes metrics.json into the run folder and returns the metrics."""
     validate_config(cfg)
@@ -56,9 +77,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    hparams = {**_overrides(), "alpha": cfg.alpha, "image_size": cfg.image_size, "seed": cfg.seed}
-    for logger in trainer.loggers:
-        logger.log_hyperparams(hparams, metrics={"val/iou_best": 0.0, "val/iou": 0.0, "val/acc50": 0.0})
+    log_hparams(trainer, {**_overrides(), "alpha": cfg.alpha, "image_size": cfg.image_size, "seed": cfg.seed})
 
     start = time.perf_counter()
     trainer.fit(model, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg.get("ckpt_path"), output_dir))

@@ -33,15 +33,16 @@ from typing import Any
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-import lightning as L  # noqa: E402
-import torch  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
-from hydra.utils import instantiate  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
+import lightning as L
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader, Dataset
 
-from petloc import CONFIG_DIR  # noqa: E402
-from petloc.data.datamodule import PetsDataModule  # noqa: E402
-from petloc.models.factory import build_module, num_classes_for  # noqa: E402
+from petloc import CONFIG_DIR
+from petloc.data.datamodule import PetsDataModule
+from petloc.models.factory import build_module, num_classes_for
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ["data=oxford_pets", f"data.root={REPO.parent / 'shared/data/oxford-pets-sample'}"]
@@ -57,8 +58,21 @@ class StepTimer(L.Callback):
         self.stamps.append(time.perf_counter())
 
     def images_per_second(self, batch_size: int, warmup: int) -> float:
-        gaps = [b - a for a, b in zip(self.stamps[warmup:], self.stamps[warmup + 1 :])]
+        gaps = [b - a for a, b in zip(self.stamps[warmup:-1], self.stamps[warmup + 1 :], strict=True)]
         return batch_size / statistics.median(gaps)
+
+
+class _Repeat(Dataset):
+    """The same ready-made batch ``n`` times: training steps with no data-loading cost."""
+
+    def __init__(self, batch: dict[str, Any], n: int) -> None:
+        self.batch, self.n = batch, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.batch
 
 
 def _trainer(steps: int, timer: StepTimer) -> L.Trainer:
@@ -150,7 +164,8 @@ def run(overrides: list[str], steps: int, warmup: int, repeats: int) -> dict[str
         module = build_module(cfg, num_classes_for(cfg.mode.name, dm.num_breeds))
         batch = next(iter(dm.train_dataloader()))
         timer = StepTimer()
-        _trainer(warmup + steps, timer).fit(module, train_dataloaders=[batch] * (warmup + steps))
+        in_memory = DataLoader(_Repeat(batch, warmup + steps), batch_size=None)  # no collation, no workers
+        _trainer(warmup + steps, timer).fit(module, train_dataloaders=in_memory)
         model_ips = timer.images_per_second(batch_size, warmup)
 
         module = build_module(cfg, num_classes_for(cfg.mode.name, dm.num_breeds))
@@ -191,7 +206,9 @@ def run(overrides: list[str], steps: int, warmup: int, repeats: int) -> dict[str
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of conf/train.yaml")
     parser.add_argument("--steps", type=int, default=60, help="measured training steps per phase")
     parser.add_argument("--warmup", type=int, default=10, help="steps excluded before measuring")

@@ -10,10 +10,10 @@ import pytest
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-from hydra import compose, initialize_config_dir  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
 
-from petloc import CONFIG_DIR  # noqa: E402
+from petloc import CONFIG_DIR
 
 REPO = Path(__file__).resolve().parent.parent
 OXFORD_SAMPLE = Path(os.environ.get("PETLOC_OXFORD_SAMPLE", REPO.parent / "shared/data/oxford-pets-sample"))

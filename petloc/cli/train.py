@@ -6,11 +6,11 @@ import os
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-import hydra  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
+import hydra
+from omegaconf import DictConfig
 
-from petloc import CONFIG_DIR  # noqa: E402
-from petloc.train import train  # noqa: E402
+from petloc import CONFIG_DIR
+from petloc.train import train
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")

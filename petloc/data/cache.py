@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,9 +90,10 @@ def build_decode_cache(
     if not meta_path.is_file():
         _build(records, max_side, folder, progress)
     meta = json.loads(meta_path.read_text())
-    for image_id, error in meta["failed"].items():
+    for error in meta["failed"].values():
         if report is not None:
-            report.add("unreadable_image", image_id, error)
+            name, _, detail = error.partition(": ")
+            report.add("unreadable_image", name, detail)
     pixels = np.load(folder / "pixels.npy", mmap_mode="r")
     sizes = np.load(folder / "sizes.npy")
     index = {image_id: i for i, image_id in enumerate(meta["ids"])}
@@ -124,13 +126,30 @@ def _build(records: Sequence[Record], max_side: int, folder: Path, progress: boo
     del pixels
     np.save(tmp / "sizes.npy", sizes[: len(ids)])
     (tmp / "meta.json").write_text(json.dumps({"ids": ids, "failed": failed, "max_side": max_side}))
-    if folder.exists():  # another process finished first: keep theirs
-        _rmtree(tmp)
-        return
-    tmp.rename(folder)
+    _remove_stale(folder)
+    try:
+        tmp.rename(folder)
+    except OSError:
+        if not (folder / "meta.json").is_file():
+            raise
+        shutil.rmtree(tmp)  # another process finished the same cache first: keep theirs
 
 
-def _rmtree(path: Path) -> None:
-    for child in path.iterdir():
-        child.unlink()
-    path.rmdir()
+def _remove_stale(folder: Path) -> None:
+    """Delete what killed builds left: a final folder without meta.json, temp folders of dead pids."""
+    if folder.exists() and not (folder / "meta.json").is_file():
+        shutil.rmtree(folder)
+    for tmp in folder.parent.glob(folder.name + ".tmp*"):
+        pid = tmp.name.rsplit(".tmp", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True

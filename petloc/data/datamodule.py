@@ -8,7 +8,6 @@ and keeps per-sample work in the workers to the augmentation itself.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
 
@@ -91,7 +90,7 @@ class PetsDataModule(L.LightningDataModule):
         self.seed = seed
         self.augment = AugmentConfig(**augment) if isinstance(augment, dict) else augment or AugmentConfig()
         self.cache_dir = Path(cache_dir).expanduser()
-        self.max_side = int(round(image_size * cache_scale))
+        self.max_side = round(image_size * cache_scale)
         self.synthetic = synthetic
         self.persistent_workers = persistent_workers
         self.dataset: OxfordPets | None = None
@@ -117,7 +116,9 @@ class PetsDataModule(L.LightningDataModule):
         self.cache = cache
         self.train_records, self.val_records = stratified_split(usable, self.val_fraction, self.seed)
         log.info("%s", self.dataset.report.format())
-        log.info("split: %d train, %d val (seed %d)", len(self.train_records), len(self.val_records), self.seed)
+        log.info(
+            "split: %d train, %d val (seed %d)", len(self.train_records), len(self.val_records), self.seed
+        )
 
     @property
     def num_breeds(self) -> int:
@@ -146,6 +147,3 @@ class PetsDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_records, train=False)
-
-    def state_summary(self) -> dict[str, Any]:
-        return {"augment": asdict(self.augment), "n_train": len(self.train_records), "n_val": len(self.val_records)}

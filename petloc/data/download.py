@@ -10,6 +10,7 @@ a later training run would silently accept.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -21,12 +22,21 @@ from types import MappingProxyType
 from urllib.error import HTTPError
 from urllib.request import Request, urlopen
 
-from torchvision.datasets.utils import calculate_md5
 from tqdm import tqdm
 
 __all__ = ["OXFORD_PETS_ARCHIVES", "OXFORD_PETS_BASE_URL", "DownloadError", "download_oxford_pets"]
 
 log = logging.getLogger(__name__)
+
+
+def calculate_md5(path: Path) -> str:
+    """md5 of a file read in chunks (hashlib; importing torchvision for this costs seconds)."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK_BYTES), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
 
 OXFORD_PETS_BASE_URL = "https://www.robots.ox.ac.uk/~vgg/data/pets/data/"
 # Read-only so that a caller cannot change the md5s every later call trusts.

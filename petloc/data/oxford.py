@@ -16,7 +16,9 @@ Layout::
 
 from __future__ import annotations
 
+import math
 import os
+import stat
 import xml.etree.ElementTree as ET
 from collections import defaultdict
 from collections.abc import Iterable
@@ -25,27 +27,28 @@ from pathlib import Path
 
 import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
 
-# Problem kinds, in report order. `kept` problems were fixed up and the image is used; the others
-# removed the image from the boxed set. The text says what petloc did, so the report is actionable.
+# Problem kinds, in report order. `kept` (printed "fixed up") problems were worked around, so the
+# file is still used wherever it would be; the others ("left out") took the image out of the boxed
+# set. The text says what petloc did, so the report is actionable. Images only in test.txt are not a
+# problem (the original split has no boxes for them): the report counts them on a line of their own.
 PROBLEMS: dict[str, tuple[bool, str]] = {
     "format_mismatch": (True, "file content is not the format its name says (decoded by content)"),
     "color_mode": (True, "not 8-bit RGB (RGBA, grayscale, palette or CMYK): converted to RGB"),
-    "multiple_objects": (True, "XML has several objects: the largest box was kept"),
+    "multiple_objects": (True, "XML has several objects: the largest valid box was kept"),
     "box_clipped": (True, "box reaches outside the image: clipped to the image"),
     "size_mismatch": (True, "XML <size> differs from the image: box rescaled to the image's size"),
-    "not_in_list": (True, "image is in no annotation list (no class): not used"),
-    "test_split": (True, "image is in test.txt, which has no boxes: not used for training"),
+    "not_in_list": (False, "image is in no annotation list (no class): not used"),
     "missing_xml": (False, "listed in trainval.txt but has no XML: no box, not used"),
     "missing_image": (False, "listed or annotated but the image file is missing"),
     "unreadable_image": (False, "image cannot be opened or decoded (truncated or corrupt)"),
     "bad_xml": (False, "XML cannot be parsed safely or lacks a box"),
     "invalid_box": (False, "box is inverted, zero-area or entirely outside the image"),
     "malformed_list_line": (False, "line in a list file is not 'Image CLASS-ID SPECIES BREED-ID'"),
-    "bad_name": (False, "file name is not valid UTF-8 or not a regular file (broken link, loop)"),
+    "bad_name": (False, "file name is not valid UTF-8, a broken link or loop, or repeats another's stem"),
 }
 
 
@@ -79,6 +82,7 @@ class DataReport:
     problems: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     n_images: int = 0
     n_usable: int = 0
+    n_test: int = 0  # images only in test.txt, without XML: unboxed by design, so not a problem
 
     def add(self, kind: str, name: str, detail: str = "") -> None:
         if kind not in PROBLEMS:
@@ -90,16 +94,20 @@ class DataReport:
 
     def format(self, max_names: int = 10) -> str:
         lines = [f"dataset {self.root}: {self.n_images} images, {self.n_usable} usable boxed images"]
+        if self.n_test:
+            lines.append(
+                f"  {self.n_test} images in test.txt have no box (as in the original split): not used"
+            )
         for kind, (kept, text) in PROBLEMS.items():
             names = self.problems.get(kind)
             if not names:
                 continue
-            action = "kept" if kept else "skipped"
+            action = "fixed up" if kept else "left out"
             lines.append(f"  {kind} ({action}, {len(names)}): {text}")
             lines.extend(f"    - {n}" for n in names[:max_names])
             if len(names) > max_names:
                 lines.append(f"    ... and {len(names) - max_names} more")
-        if len(lines) == 1:
+        if not any(self.problems.values()):
             lines.append("  no problems found")
         return "\n".join(lines)
 
@@ -125,28 +133,38 @@ class OxfordPets:
 
 
 def _safe_names(folder: Path, suffixes: Iterable[str], report: DataReport) -> dict[str, Path]:
-    """Map stem -> path for regular files in ``folder``; bad names and broken links are reported."""
+    """Map stem -> path for regular files in ``folder``; bad names and broken links are reported.
+
+    The folder is listed as bytes so that a name that is not UTF-8 is reported instead of crashing
+    every later ``str`` operation on it; entries are sorted so that which of two files with the same
+    stem is kept does not depend on the file system's order.
+    """
     found: dict[str, Path] = {}
     if not folder.is_dir():
         return found
     with os.scandir(os.fsencode(folder)) as it:
-        for entry in it:
-            try:
-                name = os.fsdecode(entry.name)
-                name.encode("utf-8")
-            except UnicodeError:
-                report.add("bad_name", repr(entry.name), "rename the file to a UTF-8 name")
-                continue
-            if not name.lower().endswith(tuple(suffixes)):
-                continue
-            try:
-                if not entry.is_file(follow_symlinks=True):
-                    continue
-                os.stat(entry.path)  # raises on a symlink loop or a dangling link
-            except OSError as exc:
-                report.add("bad_name", name, f"{exc.strerror or exc}")
-                continue
-            found[Path(name).stem] = folder / name
+        entries = sorted(it, key=lambda e: e.name)
+    for entry in entries:
+        try:
+            name = os.fsdecode(entry.name)
+            name.encode("utf-8")
+        except UnicodeError:
+            report.add("bad_name", repr(entry.name), "rename the file to a UTF-8 name")
+            continue
+        if not name.lower().endswith(tuple(suffixes)):
+            continue
+        try:
+            mode = os.stat(entry.path).st_mode  # follows links: raises on a loop or a dangling link
+        except OSError as exc:
+            report.add("bad_name", name, f"{exc.strerror or exc}")
+            continue
+        if not stat.S_ISREG(mode):
+            continue
+        stem = Path(name).stem
+        if stem in found:
+            report.add("bad_name", name, f"same stem as {found[stem].name}, which is used")
+            continue
+        found[stem] = folder / name
     return found
 
 
@@ -197,6 +215,11 @@ def parse_voc(path: Path) -> VocBox:
     return VocBox(width, height, boxes)  # type: ignore[arg-type]
 
 
+# What probing an image can raise: OSError covers UnidentifiedImageError and truncated headers; a
+# decompression bomb (far more pixels than any photo) is refused by PIL with its own exception.
+_IMAGE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
 def probe_image(path: Path) -> tuple[str, str, int, int]:
     """Return (format, mode, width, height) from the header: cheap, no full decode."""
     with Image.open(path) as im:
@@ -206,9 +229,14 @@ def probe_image(path: Path) -> tuple[str, str, int, int]:
 def _normalize_box(
     box: tuple[float, float, float, float], width: int, height: int
 ) -> tuple[tuple[float, float, float, float], bool] | None:
-    """VOC pixels -> normalized xyxy, clipped; None when nothing valid remains."""
+    """VOC pixels -> (normalized xyxy clipped to the image, whether clipping changed it).
+
+    None when nothing valid remains: a missing or infinite coordinate, an inverted box (a VOC box
+    whose max is one less than its min covers zero pixels, so it is inverted too), or a box that
+    lies entirely outside the image.
+    """
     xmin, ymin, xmax, ymax = box
-    if not all(v == v for v in box) or xmax < xmin or ymax < ymin:
+    if not all(math.isfinite(v) for v in box) or xmax < xmin or ymax < ymin:
         return None
     x0, y0, x1, y1 = (xmin - 1) / width, (ymin - 1) / height, xmax / width, ymax / height
     cx0, cy0, cx1, cy1 = max(x0, 0.0), max(y0, 0.0), min(x1, 1.0), min(y1, 1.0)
@@ -217,19 +245,33 @@ def _normalize_box(
     return (cx0, cy0, cx1, cy1), (cx0, cy0, cx1, cy1) != (x0, y0, x1, y1)
 
 
-_FORMAT_SUFFIX = {"JPEG": (".jpg", ".jpeg"), "PNG": (".png",), "GIF": (".gif",), "BMP": (".bmp",)}
+# MPO is how PIL names a JPEG with extra embedded pictures (many phone and camera photos): still a JPEG.
+def _area(box: tuple[float, float, float, float]) -> float:
+    return (box[2] - box[0]) * (box[3] - box[1])
+
+
+_FORMAT_SUFFIX = {
+    "JPEG": (".jpg", ".jpeg"),
+    "MPO": (".jpg", ".jpeg"),
+    "PNG": (".png",),
+    "GIF": (".gif",),
+    "BMP": (".bmp",),
+}
 
 
 def read_oxford_pets(root: str | Path) -> OxfordPets:
     """Read and validate a dataset folder in the Oxford-IIIT Pet layout.
 
-    Raises :class:`DatasetError` only when no usable boxed image remains; everything else is
-    reported in ``OxfordPets.report``.
+    Every image's header is probed, boxed or not, so that a misnamed or odd-mode file is reported
+    wherever it sits. Raises :class:`DatasetError` only when no usable boxed image remains;
+    everything else is reported in ``OxfordPets.report``.
     """
     root = Path(root).expanduser()
     report = DataReport(root=root)
     if not root.is_dir():
-        raise DatasetError(f"dataset folder {root} does not exist: pass data.root=PATH to an Oxford-layout folder")
+        raise DatasetError(
+            f"dataset folder {root} does not exist: pass data.root=PATH to an Oxford-layout folder"
+        )
     ann = root / "annotations"
     images = _safe_names(root / "images", IMAGE_SUFFIXES, report)
     xmls = _safe_names(ann / "xmls", (".xml",), report)
@@ -241,26 +283,32 @@ def read_oxford_pets(root: str | Path) -> OxfordPets:
     classes = {**listed, **test, **trainval}
     for stem in sorted(images.keys() - classes.keys()):
         report.add("not_in_list", images[stem].name)
-    for stem in sorted(test.keys() & images.keys() - xmls.keys()):
-        report.add("test_split", images[stem].name)
+    report.n_test = len((test.keys() - trainval.keys() - xmls.keys()) & images.keys())
     for stem in sorted((trainval.keys() - xmls.keys()) & images.keys()):
         report.add("missing_xml", images[stem].name, f"no annotations/xmls/{stem}.xml")
     for stem in sorted((trainval.keys() | xmls.keys()) - images.keys()):
         report.add("missing_image", f"{stem}", f"no images/{stem}.jpg")
+
+    sizes: dict[str, tuple[int, int]] = {}
+    for stem, path in sorted(images.items()):
+        probed = _probe(path, report)
+        if probed is not None:
+            sizes[stem] = probed
 
     breed_names: dict[int, str] = {}
     for stem, entry in classes.items():
         breed_names.setdefault(entry.breed, stem.rsplit("_", 1)[0])
 
     records: list[Record] = []
-    for stem in sorted(xmls.keys() & images.keys() & classes.keys()):
-        record = _read_one(stem, images[stem], xmls[stem], classes[stem], report)
+    for stem in sorted(xmls.keys() & sizes.keys() & classes.keys()):
+        record = _read_one(stem, images[stem], sizes[stem], xmls[stem], classes[stem], report)
         if record is not None:
             records.append(record)
     report.n_usable = len(records)
     if not records:
         raise DatasetError(
-            f"no usable boxed image in {root}:\n{report.format()}\n"
+            f"no usable boxed image in {root}: {_empty_reason(root, images, xmls, classes)}\n"
+            f"{report.format()}\n"
             "Expected images/*.jpg with annotations/xmls/*.xml and annotations/list.txt or trainval.txt "
             "(the Oxford-IIIT Pet layout); `petloc-data check ROOT` prints this report."
         )
@@ -268,33 +316,57 @@ def read_oxford_pets(root: str | Path) -> OxfordPets:
     return OxfordPets(root=root, records=records, breed_names=names, report=report)
 
 
-def _read_one(stem: str, image: Path, xml: Path, entry: ListEntry, report: DataReport) -> Record | None:
+def _empty_reason(
+    root: Path, images: dict[str, Path], xmls: dict[str, Path], classes: dict[str, ListEntry]
+) -> str:
+    """Name the first missing piece, so an empty or mis-pointed folder gets a one-line diagnosis."""
+    if not images:
+        return f"no image files in {root / 'images'}"
+    if not xmls:
+        return f"no XML files in {root / 'annotations' / 'xmls'}"
+    if not classes:
+        return f"no class list ({root / 'annotations' / 'list.txt'} or trainval.txt)"
+    return "every boxed image was left out (see the report below)"
+
+
+def _probe(path: Path, report: DataReport) -> tuple[int, int] | None:
+    """(width, height) from the header, reporting a misnamed format or a non-RGB mode; None if unreadable."""
+    try:
+        fmt, mode, width, height = probe_image(path)
+    except _IMAGE_ERRORS as exc:
+        report.add("unreadable_image", path.name, str(exc)[:120])
+        return None
+    if path.suffix.lower() not in _FORMAT_SUFFIX.get(fmt, ()):
+        report.add("format_mismatch", path.name, f"is {fmt}")
+    if mode != "RGB":
+        report.add("color_mode", path.name, mode)
+    return width, height
+
+
+def _read_one(
+    stem: str, image: Path, size: tuple[int, int], xml: Path, entry: ListEntry, report: DataReport
+) -> Record | None:
+    """The record of one probed image and its XML, or None (reported) when no valid box remains."""
     try:
         voc = parse_voc(xml)
     except (ET.ParseError, DefusedXmlException, ValueError, OSError) as exc:
         report.add("bad_xml", xml.name, str(exc)[:120])
         return None
-    try:
-        fmt, mode, width, height = probe_image(image)
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        report.add("unreadable_image", image.name, str(exc)[:120])
-        return None
-    if image.suffix.lower() not in _FORMAT_SUFFIX.get(fmt, ()):
-        report.add("format_mismatch", image.name, f"is {fmt}")
-    if mode != "RGB":
-        report.add("color_mode", image.name, mode)
-    if len(voc.boxes) > 1:
-        report.add("multiple_objects", xml.name, f"{len(voc.boxes)} objects, kept the largest")
-    box = max(voc.boxes, key=lambda b: (b[2] - b[0] + 1) * (b[3] - b[1] + 1))
+    width, height = size
+    boxes = voc.boxes
     if voc.width > 0 and voc.height > 0 and (voc.width, voc.height) != (width, height):
         report.add("size_mismatch", xml.name, f"XML {voc.width}x{voc.height}, image {width}x{height}")
         sx, sy = width / voc.width, height / voc.height
-        box = ((box[0] - 1) * sx + 1, (box[1] - 1) * sy + 1, box[2] * sx, box[3] * sy)
-    normalized = _normalize_box(box, width, height)
-    if normalized is None:
-        report.add("invalid_box", xml.name, f"box {box} in a {width}x{height} image")
+        boxes = [((b[0] - 1) * sx + 1, (b[1] - 1) * sy + 1, b[2] * sx, b[3] * sy) for b in boxes]
+    # Validity is decided before size: a box inverted on both axes has a positive "area" and would
+    # otherwise win over the real one.
+    valid = [(n, b) for b in boxes if (n := _normalize_box(b, width, height)) is not None]
+    if len(voc.boxes) > 1:
+        report.add("multiple_objects", xml.name, f"{len(voc.boxes)} objects, kept the largest valid one")
+    if not valid:
+        report.add("invalid_box", xml.name, f"box {boxes[0]} in a {width}x{height} image")
         return None
-    nbox, clipped = normalized
+    (nbox, clipped), box = max(valid, key=lambda v: _area(v[0][0]))
     if clipped:
         report.add("box_clipped", xml.name, f"box {box} in a {width}x{height} image")
     return Record(stem, image, width, height, nbox, entry.breed, entry.species)

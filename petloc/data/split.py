@@ -31,7 +31,7 @@ def stratified_split(
     for breed, members in sorted(by_class.items()):
         rng = np.random.default_rng([seed, zlib.crc32(f"breed{breed}".encode())])
         order = rng.permutation(len(members))
-        n_val = len(members) if val_fraction >= 1.0 else int(round(val_fraction * len(members)))
+        n_val = len(members) if val_fraction >= 1.0 else round(val_fraction * len(members))
         if 0 < val_fraction < 1.0 and len(members) >= 2:
             n_val = min(max(n_val, 1), len(members) - 1)
         val.extend(members[i] for i in order[:n_val])

@@ -96,7 +96,9 @@ def create_backbone(
     spec = BACKBONES[name]
     if not pretrained:
         if weights_file:
-            raise ValueError("backbone.weights_file is set but backbone.pretrained=false: set pretrained=true")
+            raise ValueError(
+                "backbone.weights_file is set but backbone.pretrained=false: set pretrained=true"
+            )
         return spec.generator(spec.template, alpha, features_only=True, out_indices=OUT_INDICES)
     return _create_pretrained(name, alpha, weights_file)
 
@@ -110,23 +112,35 @@ def _create_pretrained(name: str, alpha: float, weights_file: str | None) -> nn.
             f"alpha in {available} with backbone.pretrained=true, or backbone.pretrained=false "
             "(random initialization)."
         )
-    overlay = None
     if weights_file:
-        path = Path(weights_file).expanduser()
-        if not path.is_file():
-            raise PretrainedWeightsError(f"backbone.weights_file={path} does not exist")
-        overlay = {"file": str(path)}
+        return _load_weights_file(model_name, Path(weights_file).expanduser())
     try:
-        return timm.create_model(
-            model_name,
-            pretrained=True,
-            features_only=True,
-            out_indices=OUT_INDICES,
-            pretrained_cfg_overlay=overlay,
-        )
+        return timm.create_model(model_name, pretrained=True, features_only=True, out_indices=OUT_INDICES)
     except (OSError, RuntimeError, ValueError) as exc:
         raise PretrainedWeightsError(
             f"could not load ImageNet weights for {model_name} ({type(exc).__name__}: {exc}). Offline? "
             f"Options: backbone.weights_file=PATH (timm's {model_name} weights, .safetensors or .pth), "
             "fill the Hugging Face cache on a machine with internet, or backbone.pretrained=false."
         ) from exc
+
+
+def _load_weights_file(model_name: str, path: Path) -> nn.Module:
+    """Load a local copy of timm's weights strictly for the backbone's part of the network.
+
+    timm itself loads feature extractors non-strictly, so a file of another model would leave the
+    backbone silently random; here every backbone tensor must come from the file. timm's
+    ``load_state_dict`` reads safetensors, or ``torch.load(weights_only=True)`` for .pth files.
+    """
+    if not path.is_file():
+        raise PretrainedWeightsError(f"backbone.weights_file={path} does not exist")
+    model = timm.create_model(model_name, pretrained=False, features_only=True, out_indices=OUT_INDICES)
+    try:
+        missing, _ = model.load_state_dict(timm.models.load_state_dict(str(path)), strict=False)
+    except Exception as exc:  # unreadable, unsafe (pickled objects) or wrong shapes: say which and why
+        raise PretrainedWeightsError(f"cannot load backbone.weights_file={path}: {exc}") from exc
+    if missing:
+        raise PretrainedWeightsError(
+            f"backbone.weights_file={path} does not hold {model_name}'s weights: {len(missing)} of the "
+            f"backbone's tensors are missing (e.g. {missing[0]}). Use the file of timm's {model_name}."
+        )
+    return model

@@ -78,7 +78,10 @@ class PooledHead(BoxHead):
     def __init__(self, in_channels: list[int], hidden: int = 256, dropout: float = 0.1) -> None:
         super().__init__()
         self.mlp = nn.Sequential(
-            nn.Linear(in_channels[-1], hidden), nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden, 4)
+            nn.Linear(in_channels[-1], hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, 4),
         )
 
     def forward(self, features: list[Tensor]) -> HeadOutput:

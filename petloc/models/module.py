@@ -66,6 +66,7 @@ class PetLocModule(L.LightningModule):
         self.val_metrics = LocalizationMetrics()
         self.val_baseline = LocalizationMetrics()
         self.val_iou_best = MaxMetric()
+        self.val_iou_best.persistent(True)  # a resumed run remembers its best val/iou
         self.skipped_batches = 0
         self._total_steps: float | None = None
         self.val_cls_acc = MulticlassAccuracy(num_classes, average="micro") if self.classifier else None
@@ -128,7 +129,7 @@ class PetLocModule(L.LightningModule):
         loss, out, logits = self._step(batch)
         target = batch["box"].float()
         pred = out.box.float().clamp(0, 1)
-        self.val_loss(loss)
+        self.val_loss(loss, weight=target.shape[0])  # a short last batch counts by its size
         self.val_metrics.update(pred, target)
         self.val_baseline.update(self.mean_box.expand_as(target), target)
         if logits is not None and self.val_cls_acc is not None:

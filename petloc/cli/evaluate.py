@@ -1,0 +1,165 @@
+"""``petloc-eval ckpt_path=PATH [data=... data.root=... data.val_fraction=...]``: score a checkpoint.
+
+The checkpoint's own datamodule config is rebuilt (same folder, seed and validation fraction, hence
+the same split), command-line data overrides are applied on top, and Lightning's ``trainer.validate``
+runs the module's ``validation_step``: the code that logged ``val/iou`` during training, so a
+checkpoint re-evaluated on its split reproduces the logged numbers. Writes into ``output`` (default:
+this run's Hydra folder): ``metrics.json``, ``per_image.csv``, ``iou_histogram.png`` and
+``worst_k.png`` (the images with the lowest IoU, predicted box red, true box green).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from PIL import Image
+from torch import Tensor
+
+from petloc import CONFIG_DIR
+from petloc.data.datamodule import PetsDataModule
+from petloc.inference import load_model
+from petloc.metrics import paired_box_iou
+from petloc.viz import box_grid
+
+
+class PerImageIoU(L.Callback):
+    """Keeps every validation image's predicted box and IoU, as ``validation_step`` computed them.
+
+    A forward hook on the module sees the very output ``validation_step`` scores (same batch, same
+    precision context), so the per-image IoUs average to the logged ``val/iou`` without a second
+    forward pass.
+    """
+
+    def __init__(self) -> None:
+        self.ious: list[Tensor] = []
+        self.boxes: list[Tensor] = []
+        self.indices: list[Tensor] = []
+        self._pred: Tensor | None = None
+        self._handle: torch.utils.hooks.RemovableHandle | None = None
+
+    def _keep(self, _module: Any, _inputs: Any, output: tuple[Any, Any]) -> None:
+        # validation_step's prediction: the head's box, clipped to the frame
+        self._pred = output[0].box.detach().float().clamp(0, 1)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._handle = pl_module.register_forward_hook(self._keep)
+
+    def on_validation_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: dict[str, Tensor],
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        assert self._pred is not None
+        iou, _, _ = paired_box_iou(self._pred, batch["box"].float())
+        self.ious.append(iou.cpu())
+        self.boxes.append(self._pred.cpu())
+        self.indices.append(batch["index"].cpu())
+        self._pred = None
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        assert self._handle is not None
+        self._handle.remove()
+
+    def result(self) -> tuple[np.ndarray, Tensor, np.ndarray]:
+        """(IoU [N], predicted boxes [N, 4], dataset index [N]) in validation order."""
+        return torch.cat(self.ious).numpy(), torch.cat(self.boxes), torch.cat(self.indices).numpy()
+
+
+def plot_histogram(ious: np.ndarray, path: Path) -> None:
+    """Histogram of per-image IoU with the mean and the 0.5 / 0.75 thresholds marked."""
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    ax.hist(ious, bins=20, range=(0.0, 1.0), color="tab:blue", edgecolor="white")
+    ax.axvline(float(ious.mean()), color="tab:red", label=f"mean {ious.mean():.3f}")
+    for threshold in (0.5, 0.75):
+        ax.axvline(threshold, color="grey", linestyle="--", linewidth=1)
+    ax.set_xlabel("IoU (predicted vs true box)")
+    ax.set_ylabel("images")
+    ax.set_title(f"{len(ious)} images: acc50 {np.mean(ious >= 0.5):.3f}, acc75 {np.mean(ious >= 0.75):.3f}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def save_worst(
+    datamodule: PetsDataModule, ious: np.ndarray, boxes: Tensor, indices: np.ndarray, k: int, path: Path
+) -> None:
+    """A sheet of the ``k`` lowest-IoU images as the model saw them (red predicted, green true)."""
+    order = np.argsort(ious, kind="stable")[:k]
+    dataset = datamodule.val_dataloader().dataset
+    samples = [dataset[int(indices[i])] for i in order]
+    images = torch.stack([s["image"] for s in samples])
+    targets = torch.stack([s["box"] for s in samples])
+    grid = box_grid(images, boxes[torch.from_numpy(order)], targets, nrow=min(len(order), 8))
+    Image.fromarray(grid.permute(1, 2, 0).numpy()).save(path)
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Validate ``cfg.ckpt_path`` and write the reports into ``cfg.output``; returns the metrics."""
+    module, model_cfg = load_model(cfg.ckpt_path, cfg)
+    output = Path(cfg.output)
+    output.mkdir(parents=True, exist_ok=True)
+    datamodule: PetsDataModule = instantiate(model_cfg.data)
+    collector = PerImageIoU()
+    # A fresh single-device trainer: the training one may be DDP, whose sampler pads the split.
+    trainer = L.Trainer(
+        accelerator=cfg.accelerator,
+        devices=1,
+        precision=model_cfg.trainer.precision,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=cfg.progress,
+        default_root_dir=output,
+        callbacks=[collector],
+    )
+    (logged,) = trainer.validate(module, datamodule=datamodule)
+    ious, boxes, indices = collector.result()
+    metrics: dict[str, Any] = {k: float(v) for k, v in logged.items() if k != "val/iou_best"}
+    metrics["n_images"] = len(ious)
+    (output / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+
+    records = datamodule.val_records
+    with (output / "per_image.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image", "iou"])
+        writer.writerows(
+            [records[int(i)].image_id, f"{iou:.6f}"] for i, iou in zip(indices, ious, strict=True)
+        )
+    plot_histogram(ious, output / "iou_histogram.png")
+    save_worst(datamodule, ious, boxes, indices, cfg.worst_k, output / "worst_k.png")
+    print(f"evaluated {cfg.ckpt_path} on {len(ious)} images -> {output}")
+    print("metrics:", json.dumps({k: round(v, 4) for k, v in metrics.items()}, sort_keys=True))
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="eval")
+def main(cfg: DictConfig) -> None:
+    """Console script ``petloc-eval``."""
+    evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""``petloc-export ckpt_path=PATH [output=FILE.onnx]``: the inference graph as ONNX, checked.
+
+The exported graph is :class:`petloc.inference.InferenceModel`: a uint8 NHWC image batch (any batch
+size) in, ``box`` [B, 4] normalized xyxy and ``score`` [B] (+ ``class_prob`` [B, C]) out, with the
+ImageNet normalization inside, so a deployment only resizes images as
+:class:`petloc.inference.ImageReader` does. The file is then run with onnxruntime on real images
+(``check_input``, else the checkpoint's dataset folder) and compared with PyTorch; a difference
+above ``atol`` is an error, not a warning. Batch-1 median latencies of both are printed.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import json
+import logging
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import onnxruntime as ort
+import torch
+from omegaconf import DictConfig
+
+from petloc import CONFIG_DIR
+from petloc.inference import UNREADABLE, ImageReader, InferenceModel, list_images, load_model
+
+log = logging.getLogger(__name__)
+
+
+class OnnxMismatchError(RuntimeError):
+    """onnxruntime's outputs differ from PyTorch's by more than the tolerance."""
+
+
+def export_onnx(model: InferenceModel, example: torch.Tensor, path: Path) -> None:
+    """Export with a dynamic batch axis; weights inline (one self-contained file).
+
+    ``example`` must have a batch of at least 2: torch.export specializes a size-1 dimension.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Hydra logs at INFO; the exporter's graph passes log a line per rewrite they consider.
+    for name in ("onnx_ir", "onnxscript"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    torch.onnx.export(
+        model,
+        (example,),
+        str(path),
+        input_names=["images"],
+        output_names=model.output_names,
+        dynamic_shapes={"images": {0: torch.export.Dim("batch")}},
+        external_data=False,
+        verbose=False,
+    )
+
+
+def load_check_images(cfg: DictConfig, model_cfg: DictConfig, reader: ImageReader) -> torch.Tensor:
+    """Up to ``n_check`` preprocessed images: ``check_input``, else the trained dataset's images/.
+
+    Seeded noise stands in only when that folder is gone; real images are preferred because the
+    centre head's arg-max over cells is what a tiny numeric difference could flip.
+    """
+    source = Path(cfg.check_input or Path(model_cfg.data.root) / "images").expanduser()
+    files = list_images(source) if cfg.check_input or source.is_dir() else []
+    images = []
+    for path in files:
+        try:
+            images.append(reader(path)[0])
+        except UNREADABLE as exc:
+            log.warning("check image %s skipped: %s", path, exc)
+        if len(images) == cfg.n_check:
+            break
+    if len(images) >= 2:
+        return torch.from_numpy(np.stack(images))
+    log.warning("no check images in %s: comparing on seeded random images", source)
+    size = model_cfg.image_size
+    generator = torch.Generator().manual_seed(0)
+    return torch.randint(0, 256, (cfg.n_check, size, size, 3), dtype=torch.uint8, generator=generator)
+
+
+def check_onnx(
+    session: ort.InferenceSession, model: InferenceModel, images: torch.Tensor, atol: float
+) -> float:
+    """Largest absolute difference between onnxruntime and PyTorch over all outputs, on the batch
+    and on its first image alone (batch 1); raises :class:`OnnxMismatchError` above ``atol``."""
+    worst = 0.0
+    for batch in (images, images[:1]):
+        with torch.inference_mode():
+            expected = [t.numpy() for t in model(batch)]
+        got = session.run(None, {"images": batch.numpy()})
+        for name, ref, out in zip(model.output_names, expected, got, strict=True):
+            if ref.shape != out.shape:
+                raise OnnxMismatchError(f"output {name}: onnxruntime shape {out.shape}, PyTorch {ref.shape}")
+            diff = float(np.abs(ref - out).max())
+            if not diff <= atol:
+                raise OnnxMismatchError(
+                    f"output {name} (batch {len(batch)}): onnxruntime differs from PyTorch by {diff:.3g} "
+                    f"> atol={atol}; the exported graph does not compute what the model does"
+                )
+            worst = max(worst, diff)
+    return worst
+
+
+def median_ms(fn: Callable[[], Any], runs: int, warmup: int = 5) -> float:
+    """Median wall-clock milliseconds of ``fn()`` over ``runs`` calls after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def export(cfg: DictConfig) -> dict[str, Any]:
+    """Export ``cfg.ckpt_path`` to ``cfg.output``, check it, time it; returns the check's numbers."""
+    module, model_cfg = load_model(cfg.ckpt_path, cfg)
+    model = InferenceModel(module)
+    images = load_check_images(cfg, model_cfg, ImageReader(model_cfg.data))
+    output = Path(cfg.output)
+    export_onnx(model, images, output)
+    session = ort.InferenceSession(str(output), providers=["CPUExecutionProvider"])
+    max_abs_diff = check_onnx(session, model, images, cfg.atol)
+    one = images[:1]
+    one_np = one.numpy()
+
+    def run_torch() -> None:
+        with torch.inference_mode():
+            model(one)
+
+    report = {
+        "onnx": str(output),
+        "outputs": model.output_names,
+        "n_check_images": len(images),
+        "max_abs_diff": max_abs_diff,
+        "torch_latency_ms": median_ms(run_torch, cfg.latency_runs),
+        "onnxruntime_latency_ms": median_ms(lambda: session.run(None, {"images": one_np}), cfg.latency_runs),
+    }
+    print(f"exported {cfg.ckpt_path} -> {output}")
+    print(
+        f"onnxruntime vs PyTorch on {len(images)} images: max abs diff {max_abs_diff:.2e} (atol {cfg.atol})"
+    )
+    print(
+        f"batch-1 median latency: PyTorch {report['torch_latency_ms']:.2f} ms, "
+        f"onnxruntime {report['onnxruntime_latency_ms']:.2f} ms"
+    )
+    print(json.dumps(report))
+    return report
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="export")
+def main(cfg: DictConfig) -> None:
+    """Console script ``petloc-export``."""
+    export(cfg)
+
+
+if __name__ == "__main__":
+    main()

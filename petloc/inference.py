@@ -1,0 +1,256 @@
+"""Inference on a trained checkpoint: safe loading, validation-exact preprocessing, pixel boxes.
+
+``petloc-eval``, ``petloc-predict`` and ``petloc-export`` all start here, so a box scored in
+evaluation, a box written to a CSV and a box computed by the exported ONNX graph come from the same
+model, fed the same pixels:
+
+- :func:`load_model` rebuilds the network from the config stored in the checkpoint (never from
+  pickled objects) and fails with both configs named when the weights do not fit.
+- :class:`ImageReader` turns an image file into exactly the input validation gives the model.
+- :class:`InferenceModel` is the deployed graph: uint8 NHWC images in, normalized boxes, a
+  confidence score and class probabilities out.
+- :func:`to_voc_pixels` maps a normalized box back to the original image's 1-based VOC pixels.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+
+from petloc.config import validate_config
+from petloc.data.augment import eval_transform
+from petloc.data.cache import decode_image
+from petloc.data.oxford import IMAGE_SUFFIXES, DatasetError, probe_image, read_oxford_pets
+from petloc.models.factory import build_module, config_from_checkpoint
+from petloc.models.heads import HeadOutput
+from petloc.models.module import PetLocModule
+
+log = logging.getLogger(__name__)
+
+SPECIES_NAMES = ("cat", "dog")  # Record.species: 0 cat, 1 dog (list.txt's SPECIES 1 and 2)
+# Errors PIL and OpenCV raise on a file that is not a decodable image (as the decode cache catches).
+UNREADABLE = (OSError, ValueError, SyntaxError)
+
+
+class CheckpointError(RuntimeError):
+    """The file cannot be used as a petloc checkpoint; the message says why."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """The checkpoint's weights do not fit the model built from the (overridden) config."""
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """``torch.load`` with ``weights_only=True``: tensors and plain values only, no code runs.
+
+    Lightning checkpoints of petloc hold nothing else (the module saves plain hyper-parameters and
+    the resolved config), so a file that needs the full unpickler is refused rather than trusted.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if not zipfile.is_zipfile(path):  # what torch.save (and so Lightning) writes
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (not a torch.save zip archive)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # torch's message is mostly advice to turn the protection off; keep only what was refused.
+        reason = str(exc).partition("WeightsUnpickler error:")[2].strip().split(". ")[0]
+        raise CheckpointError(
+            f"{path} holds objects other than tensors and plain values; refusing to unpickle it "
+            f"(torch.load weights_only=True): {reason}"
+        ) from exc
+    except (RuntimeError, EOFError) as exc:
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {exc}") from exc
+
+
+def merge_config(trained: DictConfig, overrides: DictConfig | None = None) -> DictConfig:
+    """The checkpoint's training config with an app's command-line changes on top, resolved.
+
+    ``overrides`` is the composed config of petloc-eval/-predict/-export. ``alpha``, when not null,
+    sets the backbone's width. A ``backbone``, ``head`` or ``data`` node carrying ``_target_`` (a group
+    chosen on the command line, e.g. ``data=oxford_pets``) replaces the checkpoint's node, and its
+    interpolations (``${image_size}``, ``${seed}``, ``${augment}``) resolve against the checkpoint's
+    values, so the model still sees the input size it was trained at. Any other such node
+    (``data.root=PATH``, the app's ``paths``) changes only its non-null keys: null means "as trained".
+
+    ``backbone.pretrained`` is forced off: the weights come from the checkpoint, nothing is downloaded.
+    """
+    cfg = OmegaConf.create(OmegaConf.to_container(trained, resolve=True))
+    if overrides is not None:
+        if overrides.get("alpha") is not None:
+            cfg.alpha = overrides.alpha
+            cfg.backbone.alpha = overrides.alpha
+        for group in ("backbone", "head", "data", "paths"):
+            node = overrides.get(group)
+            if node is None:
+                continue
+            values = OmegaConf.to_container(node, resolve=False)
+            assert isinstance(values, dict)
+            if "_target_" in values:
+                cfg[group] = values
+            else:
+                cfg[group] = OmegaConf.merge(cfg[group], {k: v for k, v in values.items() if v is not None})
+    OmegaConf.resolve(cfg)
+    cfg.backbone.pretrained = False
+    cfg.backbone.weights_file = None
+    validate_config(cfg)
+    return cfg
+
+
+def describe_model(cfg: DictConfig) -> str:
+    """``backbone=NAME alpha=A head=Class(k=v, ...)``: what decides the shapes of the weights."""
+    head = {k: v for k, v in OmegaConf.to_container(cfg.head).items() if not k.startswith("_")}  # type: ignore[union-attr]
+    params = ", ".join(f"{k}={v}" for k, v in head.items())
+    return (
+        f"backbone={cfg.backbone.name} alpha={cfg.backbone.alpha} "
+        f"head={cfg.head._target_.rsplit('.', 1)[-1]}({params}) mode={cfg.mode.name}"
+    )
+
+
+def load_model(path: str | Path, overrides: DictConfig | None = None) -> tuple[PetLocModule, DictConfig]:
+    """Rebuild the trained module from a checkpoint, in eval mode on the CPU; returns it and its config.
+
+    The class count comes from the stored classifier weights, so a breed model trained on a folder
+    with any number of breeds rebuilds without that folder.
+    """
+    checkpoint = read_checkpoint(path)
+    trained = config_from_checkpoint(checkpoint)
+    cfg = merge_config(trained, overrides)
+    state = checkpoint["state_dict"]
+    classifier = state.get("classifier.weight")
+    module = build_module(cfg, 0 if classifier is None else int(classifier.shape[0]))
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        detail = "\n    ".join(str(exc).strip().splitlines()[:4])
+        raise CheckpointMismatchError(
+            f"{path}: the checkpoint's weights do not fit the model built from the config.\n"
+            f"  checkpoint: {describe_model(trained)}\n"
+            f"  requested:  {describe_model(cfg)}\n"
+            "Drop the command-line overrides that change the architecture (alpha, backbone, head).\n"
+            f"  PyTorch says: {detail}"
+        ) from exc
+    return module.eval(), cfg
+
+
+def class_names(cfg: DictConfig, num_classes: int) -> list[str]:
+    """Names of the class branch's outputs: none, cat/dog, or the dataset's breeds (from list.txt).
+
+    Breed names are read from the training folder (``data.root``); when it is gone the classes are
+    named by their 1-based CLASS-ID (``class_7``), which is what list.txt numbers them by.
+    """
+    if cfg.mode.name == "box":
+        return []
+    if cfg.mode.name == "species":
+        return list(SPECIES_NAMES)
+    try:
+        names = read_oxford_pets(cfg.data.root).breed_names
+    except DatasetError as exc:
+        log.warning("breed names unavailable (%s); using class_<CLASS-ID>", str(exc).splitlines()[0])
+        names = []
+    if len(names) != num_classes:
+        names = [f"class_{i + 1}" for i in range(num_classes)]
+    return names
+
+
+class ImageReader:
+    """An image file -> the model's input, pixel for pixel what validation feeds it.
+
+    Validation reads the decode cache (:func:`decode_image` to a longest side of
+    ``round(image_size * cache_scale)``) and applies :func:`eval_transform` (a stretch-resize to the
+    square input); this does the same two steps on the file, with sizes from the checkpoint's
+    datamodule config.
+    """
+
+    def __init__(self, data_cfg: DictConfig) -> None:
+        datamodule = instantiate(data_cfg)  # only reads the config: no file is touched
+        self.max_side: int = datamodule.max_side
+        self.transform = eval_transform(datamodule.image_size)
+
+    def __call__(self, path: Path) -> tuple[np.ndarray, tuple[int, int]]:
+        """Return (uint8 HxWx3 input, (width, height) of the original file)."""
+        _, _, width, height = probe_image(path)
+        image = decode_image(path, self.max_side)
+        out = self.transform(image=image, bboxes=np.zeros((0, 4), np.float32), labels=[])
+        return out["image"], (width, height)
+
+
+def list_images(path: str | Path) -> list[Path]:
+    """One image file, or the image files (by suffix, sorted) directly inside a folder."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if path.is_file():
+        return [path]
+    raise FileNotFoundError(f"input {path} is neither an image file nor a folder")
+
+
+def to_voc_pixels(box: Sequence[float], width: int, height: int) -> tuple[float, float, float, float]:
+    """Normalized xyxy -> 1-based VOC pixels of the original image, rounded to 0.1 pixel.
+
+    The inverse of the reader's normalization: pixel ``i`` covers ``[i - 1, i]``, so
+    ``xmin = x0 * W + 1`` and ``xmax = x1 * W``; an XML box read and mapped back gives its own values.
+    """
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return (
+        round(x0 * width + 1, 1),
+        round(y0 * height + 1, 1),
+        round(x1 * width, 1),
+        round(y1 * height, 1),
+    )
+
+
+def head_score(head: nn.Module, out: HeadOutput) -> Tensor:
+    """Confidence ``[B]`` of the decoded box: for the centre head, the softmax mass of the cells its
+    box was averaged over (the best cell's neighbourhood, from the head's own ``_near``, so the
+    score follows its ``radius``); global regression heads have no notion of confidence: 1.0."""
+    if out.cell_logits is None or out.cell_boxes is None:
+        return torch.ones(out.box.shape[0], dtype=torch.float32, device=out.box.device)
+    b, h, w, _ = out.cell_boxes.shape
+    probs = torch.softmax(out.cell_logits.float(), dim=1).reshape(b, h, w)
+    near = head._near(out.cell_logits.argmax(dim=1), h, w)
+    return (probs * near).sum(dim=(1, 2))
+
+
+class InferenceModel(nn.Module):
+    """The deployed graph: uint8 NHWC images -> ``(box [B, 4], score [B])`` (+ ``class_prob [B, C]``).
+
+    Boxes and class probabilities are :meth:`PetLocModule.predict_boxes`'s, so predict and export
+    return what evaluation scores. The score needs the head's raw output, which ``predict_boxes``
+    does not return: a forward hook on the head keeps it for the call.
+    """
+
+    def __init__(self, module: PetLocModule) -> None:
+        super().__init__()
+        self.module = module
+        self._head_out: HeadOutput | None = None
+        module.head.register_forward_hook(self._keep_head_output)
+        self.eval()
+
+    @property
+    def output_names(self) -> list[str]:
+        """Names of the outputs, in order (the ONNX graph's output names)."""
+        return ["box", "score"] + (["class_prob"] if self.module.classifier is not None else [])
+
+    def _keep_head_output(self, _head: nn.Module, _inputs: Any, output: HeadOutput) -> None:
+        self._head_out = output
+
+    def forward(self, images: Tensor) -> tuple[Tensor, ...]:
+        result = self.module.predict_boxes(images)
+        assert self._head_out is not None
+        score = head_score(self.module.head, self._head_out)
+        self._head_out = None
+        if "class_prob" in result:
+            return result["box"], score, result["class_prob"]
+        return result["box"], score

@@ -1,0 +1,113 @@
+"""petloc-export: the ONNX graph computes what the PyTorch model computes, at any batch size."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from petloc.cli.export import OnnxMismatchError, check_onnx, load_check_images, main
+from petloc.inference import ImageReader, InferenceModel, head_score, load_model
+from tests import test_inference
+from tests.test_inference import TrainedRun
+
+# The session's one trained checkpoint (tests/test_inference.py), shared rather than retrained.
+trained_run = test_inference.trained_run
+
+
+@pytest.fixture(scope="module")
+def exported(trained_run: TrainedRun, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """Run the console entry once: (ONNX file, the JSON report it printed last)."""
+    tmp = tmp_path_factory.mktemp("export")
+    onnx_path = tmp / "model.onnx"
+    argv = ["petloc-export", f"ckpt_path={trained_run.best}", f"output={onnx_path}", "latency_runs=10"]
+    printed = io.StringIO()
+    with (
+        mock.patch.object(sys, "argv", [*argv, f"hydra.run.dir={tmp / 'run'}"]),
+        contextlib.redirect_stdout(printed),
+    ):
+        main()
+    lines = printed.getvalue().splitlines()
+    assert any("median latency: PyTorch" in line and "onnxruntime" in line for line in lines)
+    return onnx_path, json.loads(lines[-1])
+
+
+def test_export_reports_the_check_and_both_latencies(exported: tuple[Path, dict]) -> None:
+    onnx_path, report = exported
+    assert onnx_path.is_file() and not list(onnx_path.parent.glob("*.data"))  # weights inline
+    assert report["outputs"] == ["box", "score", "class_prob"]
+    assert report["n_check_images"] == 8  # real images of the trained dataset, not noise
+    assert 0 <= report["max_abs_diff"] <= 1e-4
+    assert report["torch_latency_ms"] > 0 and report["onnxruntime_latency_ms"] > 0
+
+
+def test_onnx_matches_pytorch_at_other_batch_sizes(
+    trained_run: TrainedRun, exported: tuple[Path, dict]
+) -> None:
+    onnx_path, _ = exported
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    (graph_input,) = session.get_inputs()
+    assert graph_input.name == "images" and graph_input.type == "tensor(uint8)"
+    assert isinstance(graph_input.shape[0], str) and graph_input.shape[1:] == [64, 64, 3]  # dynamic batch
+    module, cfg = load_model(trained_run.best)
+    reader = ImageReader(cfg.data)
+    files = sorted((trained_run.data_root / "images").glob("*.jpg"))[-5:]  # not the export's check images
+    images = torch.from_numpy(np.stack([reader(p)[0] for p in files]))
+    for batch in (images[:1], images[:3], images):
+        box, score, class_prob = session.run(None, {"images": batch.numpy()})
+        with torch.inference_mode():
+            out, _ = module(batch)
+            expected = module.predict_boxes(batch)
+            expected_score = head_score(module.head, out)
+        np.testing.assert_allclose(box, expected["box"].numpy(), rtol=0, atol=1e-4)
+        np.testing.assert_allclose(class_prob, expected["class_prob"].numpy(), rtol=0, atol=1e-4)
+        np.testing.assert_allclose(score, expected_score.numpy(), rtol=0, atol=1e-4)
+
+
+def test_check_fails_loudly_when_the_graph_differs(
+    trained_run: TrainedRun, exported: tuple[Path, dict]
+) -> None:
+    onnx_path, _ = exported
+    module, _ = load_model(trained_run.best)
+    with torch.no_grad():
+        module.head.pred.bias += 0.05  # the PyTorch model no longer is the exported one
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    images = torch.randint(
+        0, 256, (2, 64, 64, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
+    with pytest.raises(OnnxMismatchError, match="differs from PyTorch"):
+        check_onnx(session, InferenceModel(module), images, atol=1e-4)
+
+
+def test_check_images_come_from_check_input_else_the_dataset_else_seeded_noise(
+    trained_run: TrainedRun, make_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    _, model_cfg = load_model(trained_run.best)
+    reader = ImageReader(model_cfg.data)
+    folder = tmp_path / "check"
+    folder.mkdir()
+    files = sorted((trained_run.data_root / "images").glob("*.jpg"))[:3]
+    for path in files:
+        (folder / path.name).write_bytes(path.read_bytes())
+    (folder / "broken.jpg").write_text("not an image")
+
+    given = load_check_images(make_cfg(f"check_input={folder}", config_name="export"), model_cfg, reader)
+    assert torch.equal(given, torch.from_numpy(np.stack([reader(p)[0] for p in files])))
+    dataset = load_check_images(make_cfg("n_check=4", config_name="export"), model_cfg, reader)
+    first = sorted((trained_run.data_root / "images").iterdir())[:4]
+    assert torch.equal(dataset, torch.from_numpy(np.stack([reader(p)[0] for p in first])))
+
+    gone = OmegaConf.merge(model_cfg, {"data": {"root": str(tmp_path / "gone")}})
+    noise = load_check_images(make_cfg("n_check=3", config_name="export"), gone, reader)
+    assert noise.shape == (3, 64, 64, 3) and noise.dtype == torch.uint8
+    assert torch.equal(noise, load_check_images(make_cfg("n_check=3", config_name="export"), gone, reader))

@@ -1,0 +1,162 @@
+"""Tests for petloc.data.augment on real photographs from the sample.
+
+Deterministic transforms are checked against hand-computed results (a stretch-resize keeps the
+normalized box; a horizontal flip mirrors it: x -> 1 - x). The random presets are checked by
+pixels: a marker exactly filling the head box is painted into the real image, once white and once
+black, and both copies go through the same seeded draw; the pixels where the two outputs differ are
+the marker after the augmentation, and their bounding box must equal the box the pipeline returns.
+
+The marker is the ellipse inscribed in the box: its bounding box is the box itself, and the pipeline
+rotates boxes with albumentations' ``ellipse`` method, which defines the rotated box as the bounding
+box of that rotated ellipse (a head is round, so this is the tight box). A rectangle marker would
+grow past the box under rotation by design (several pixels at 10 degrees), so for ``light``, which
+does not rotate, the rectangle is checked as well.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from petloc import CONFIG_DIR
+from petloc.data.augment import AugmentConfig, apply_with_box, eval_transform, train_transform
+from petloc.data.cache import decode_image
+from petloc.data.oxford import Record, read_oxford_pets
+
+SIZE = 128
+CACHE_SIDE = 160  # what the decode cache holds for SIZE (cache_scale 1.25)
+TOLERANCE_PX = 2.0
+# Heads of different sizes and places: small and off-centre, large, near a border, square 299 px files.
+IMAGES = ("Abyssinian_1", "Bengal_105", "Birman_10", "yorkshire_terrier_10", "Abyssinian_10")
+
+
+@pytest.fixture(scope="module")
+def samples(oxford_sample: Path) -> dict[str, tuple[np.ndarray, Record]]:
+    """Real images as the decode cache serves them, with their records."""
+    records = {r.image_id: r for r in read_oxford_pets(oxford_sample).records}
+    return {i: (decode_image(records[i].path, CACHE_SIDE), records[i]) for i in IMAGES}
+
+
+def preset(name: str) -> AugmentConfig:
+    return AugmentConfig(**yaml.safe_load((CONFIG_DIR / "augment" / f"{name}.yaml").read_text()))
+
+
+def coverage(height: int, width: int, box: tuple[float, ...], shape: str, ss: int = 8) -> np.ndarray:
+    """Share of each pixel inside the box-filling rectangle or inscribed ellipse (ss x ss samples).
+
+    Painting by coverage (anti-aliased) puts the marker's half-intensity edge on the box's true,
+    sub-pixel edge, so a crop that enlarges the head several times does not enlarge a rounding error.
+    """
+    x0, y0, x1, y1 = box[0] * width, box[1] * height, box[2] * width, box[3] * height
+    offsets = (np.arange(ss) + 0.5) / ss
+    xs = (np.arange(width)[:, None] + offsets).ravel()
+    ys = (np.arange(height)[:, None] + offsets).ravel()
+    if shape == "rectangle":
+        in_x = ((xs >= x0) & (xs < x1)).reshape(width, ss).mean(1)
+        in_y = ((ys >= y0) & (ys < y1)).reshape(height, ss).mean(1)
+        return in_y[:, None] * in_x[None, :]
+    cx, cy, ax, ay = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2, (y1 - y0) / 2
+    inside = ((xs[None, :] - cx) / ax) ** 2 + ((ys[:, None] - cy) / ay) ** 2 <= 1
+    return inside.reshape(height, ss, width, ss).mean(axis=(1, 3))
+
+
+def paint(image: np.ndarray, cover: np.ndarray, value: int) -> np.ndarray:
+    blended = image.astype(np.float32) * (1 - cover[..., None]) + value * cover[..., None]
+    return np.rint(blended).astype(np.uint8)
+
+
+def marker_box(white: np.ndarray, black: np.ndarray) -> np.ndarray:
+    """Pixel box (x0, y0, x1, y1) of where two outputs differ by at least half their largest difference.
+
+    The half-way threshold finds the marker's edge whatever the colour jitter, grey conversion or blur
+    did to its contrast; grey fill and the rest of the photo are the same in both and drop out.
+    """
+    diff = np.abs(white.astype(np.int16) - black.astype(np.int16)).max(axis=-1)
+    assert diff.max() >= 40, "marker not visible"
+    mask = diff >= diff.max() / 2
+    cols, rows = np.flatnonzero(mask.any(axis=0)), np.flatnonzero(mask.any(axis=1))
+    return np.array([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], dtype=np.float64)
+
+
+def assert_valid(box: np.ndarray) -> None:
+    assert box.shape == (4,)
+    assert 0.0 <= box[0] < box[2] <= 1.0 and 0.0 <= box[1] < box[3] <= 1.0, box
+
+
+@pytest.mark.realdata
+def test_eval_resize_keeps_the_normalized_box(samples: dict[str, tuple[np.ndarray, Record]]) -> None:
+    fallback = eval_transform(SIZE)
+    for image, record in samples.values():
+        out, box, used_fallback = apply_with_box(eval_transform(SIZE), fallback, image, record.box)
+        assert not used_fallback
+        assert box == pytest.approx(record.box, abs=1e-6)
+        assert np.array_equal(out, cv2.resize(image, (SIZE, SIZE), interpolation=cv2.INTER_LINEAR))
+
+
+@pytest.mark.realdata
+def test_preset_none_is_the_eval_resize(samples: dict[str, tuple[np.ndarray, Record]]) -> None:
+    image, record = samples["Abyssinian_1"]
+    fallback = eval_transform(SIZE)
+    out, box, _ = apply_with_box(train_transform(SIZE, preset("none")), fallback, image, record.box)
+    ref, ref_box, _ = apply_with_box(fallback, fallback, image, record.box)
+    assert np.array_equal(out, ref) and np.array_equal(box, ref_box)
+
+
+@pytest.mark.realdata
+def test_horizontal_flip_mirrors_the_box(samples: dict[str, tuple[np.ndarray, Record]]) -> None:
+    transform = train_transform(SIZE, AugmentConfig(name="flip", hflip=1.0))
+    for image, record in samples.values():
+        out, box, _ = apply_with_box(transform, eval_transform(SIZE), image, record.box)
+        x0, y0, x1, y1 = record.box
+        assert box == pytest.approx((1 - x1, y0, 1 - x0, y1), abs=1e-6)
+        resized = cv2.resize(image, (SIZE, SIZE), interpolation=cv2.INTER_LINEAR)
+        assert np.array_equal(out, resized[:, ::-1])
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize(
+    ("name", "shape", "draws"),
+    [("light", "rectangle", 20), ("light", "ellipse", 20), ("strong", "ellipse", 40)],
+)
+def test_random_presets_keep_a_box_that_frames_the_marked_head(
+    samples: dict[str, tuple[np.ndarray, Record]], name: str, shape: str, draws: int
+) -> None:
+    transform, fallback = train_transform(SIZE, preset(name)), eval_transform(SIZE)
+    changed = 0
+    for image_id, (image, record) in samples.items():
+        cover = coverage(*image.shape[:2], record.box, shape)
+        white, black = paint(image, cover, 255), paint(image, cover, 0)
+        for seed in range(draws):
+            transform.set_random_seed(seed)
+            out_white, box, _ = apply_with_box(transform, fallback, white, record.box)
+            transform.set_random_seed(seed)
+            out_black, box_black, _ = apply_with_box(transform, fallback, black, record.box)
+            assert np.array_equal(box, box_black)  # the draw depends on the box, not on the pixels
+            assert out_white.shape == (SIZE, SIZE, 3) and out_white.dtype == np.uint8
+            assert_valid(box)
+            error = np.abs(marker_box(out_white, out_black) - box * SIZE).max()
+            assert error <= TOLERANCE_PX, (image_id, seed, error)
+            changed += not np.allclose(box, record.box, atol=1e-3)
+    assert changed >= len(samples) * draws // 3  # the preset really moves boxes around
+
+
+@pytest.mark.realdata
+def test_a_box_the_preset_always_pushes_out_falls_back_to_the_resize(
+    samples: dict[str, tuple[np.ndarray, Record]],
+) -> None:
+    image, record = samples["Abyssinian_1"]
+    # Translations of 90% of the side with no visibility slack leave the box out of view.
+    cfg = AugmentConfig(name="away", affine=1.0, translate=0.9, min_visibility=0.999)
+    transform, fallback = train_transform(SIZE, cfg), eval_transform(SIZE)
+    transform.set_random_seed(0)
+    results = [apply_with_box(transform, fallback, image, record.box) for _ in range(10)]
+    assert any(used for _, _, used in results)
+    for out, box, used in results:
+        assert_valid(box)
+        if used:
+            assert box == pytest.approx(record.box, abs=1e-6)
+            assert np.array_equal(out, cv2.resize(image, (SIZE, SIZE), interpolation=cv2.INTER_LINEAR))

@@ -1,0 +1,135 @@
+"""Tests for petloc.data.datamodule.PetsDataModule on the real sample.
+
+Oracles: the sample's files themselves (its 730 XMLs are the usable boxed images), the documented
+batch format (uint8 NHWC at ``image_size``, normalized float boxes), and a second loader built with
+the same seed (or with a worker process) for reproducibility.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+import yaml
+
+from petloc import CONFIG_DIR
+from petloc.data.datamodule import PetsDataModule
+
+SIZE = 64
+BATCH = 16
+
+
+def preset(name: str) -> dict:
+    return yaml.safe_load((CONFIG_DIR / "augment" / f"{name}.yaml").read_text())
+
+
+@pytest.fixture(scope="module")
+def make_dm(oxford_sample: Path, cache_dir: Path) -> Callable[..., PetsDataModule]:
+    """Data modules on the sample; all share the session's decode cache, so it is built once."""
+
+    def make(**overrides: object) -> PetsDataModule:
+        kwargs: dict = dict(
+            root=str(oxford_sample),
+            image_size=SIZE,
+            batch_size=BATCH,
+            num_workers=0,
+            val_fraction=0.2,
+            seed=0,
+            augment=None,
+            cache_dir=str(cache_dir),
+            persistent_workers=False,
+        )
+        dm = PetsDataModule(**{**kwargs, **overrides})
+        dm.setup("fit")
+        return dm
+
+    return make
+
+
+@pytest.mark.realdata
+def test_batches_have_the_documented_shapes_and_types(make_dm: Callable[..., PetsDataModule]) -> None:
+    dm = make_dm(augment=preset("light"))
+    for loader in (dm.train_dataloader(), dm.val_dataloader()):
+        batch = next(iter(loader))
+        assert batch["image"].shape == (BATCH, SIZE, SIZE, 3) and batch["image"].dtype == torch.uint8
+        box = batch["box"]
+        assert box.shape == (BATCH, 4) and box.dtype == torch.float32
+        assert ((box >= 0) & (box <= 1)).all()
+        assert (box[:, 0] < box[:, 2]).all() and (box[:, 1] < box[:, 3]).all()
+        assert batch["breed"].dtype == torch.int64 and ((batch["breed"] >= 0) & (batch["breed"] < 37)).all()
+        assert set(batch["species"].tolist()) <= {0, 1}
+    assert dm.num_breeds == 37
+
+
+@pytest.mark.realdata
+def test_every_usable_image_is_used_exactly_once(
+    make_dm: Callable[..., PetsDataModule], oxford_sample: Path
+) -> None:
+    dm = make_dm()
+    xml_stems = {p.stem for p in (oxford_sample / "annotations" / "xmls").glob("*.xml")}
+    train_ids = [r.image_id for r in dm.train_records]
+    val_ids = [r.image_id for r in dm.val_records]
+    assert len(train_ids) + len(val_ids) == len(xml_stems) == 730
+    assert set(train_ids) | set(val_ids) == xml_stems and not set(train_ids) & set(val_ids)
+    assert 0.15 < len(val_ids) / 730 < 0.25
+
+    val_seen = [i for batch in dm.val_dataloader() for i in batch["index"].tolist()]
+    assert sorted(val_seen) == list(range(len(val_ids)))  # no shuffle, no drop: each once
+    train_seen = [i for batch in dm.train_dataloader() for i in batch["index"].tolist()]
+    assert len(train_seen) == len(set(train_seen)) == len(train_ids) // BATCH * BATCH  # drop_last
+
+
+@pytest.mark.realdata
+def test_val_batches_carry_the_record_boxes(make_dm: Callable[..., PetsDataModule]) -> None:
+    dm = make_dm()
+    batch = next(iter(dm.val_dataloader()))
+    want = torch.tensor([dm.val_records[i].box for i in batch["index"].tolist()], dtype=torch.float32)
+    assert torch.allclose(batch["box"], want, atol=1e-6)  # the eval resize keeps normalized boxes
+
+
+@pytest.mark.realdata
+def test_same_seed_gives_the_same_first_batch(make_dm: Callable[..., PetsDataModule]) -> None:
+    def first_batch(seed: int) -> dict:
+        dm = make_dm(augment=preset("strong"))
+        L.seed_everything(seed, verbose=False)
+        return next(iter(dm.train_dataloader()))
+
+    a, b, c = first_batch(1), first_batch(1), first_batch(2)
+    assert torch.equal(a["index"], b["index"]) and torch.equal(a["image"], b["image"])
+    assert torch.equal(a["box"], b["box"])
+    assert not torch.equal(a["index"], c["index"])
+
+
+@pytest.mark.realdata
+def test_a_worker_process_serves_the_same_val_batches(make_dm: Callable[..., PetsDataModule]) -> None:
+    in_process = next(iter(make_dm(num_workers=0).val_dataloader()))
+    in_worker = next(iter(make_dm(num_workers=1).val_dataloader()))
+    for key in ("index", "image", "box", "breed"):
+        assert torch.equal(in_process[key], in_worker[key]), key
+
+
+@pytest.mark.realdata
+def test_a_worker_process_serves_augmented_train_batches(make_dm: Callable[..., PetsDataModule]) -> None:
+    dm = make_dm(num_workers=1, augment=preset("light"))
+    L.seed_everything(0, verbose=False)
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].shape == (BATCH, SIZE, SIZE, 3)
+    assert ((batch["box"] >= 0) & (batch["box"] <= 1)).all()
+
+
+def test_image_size_must_be_a_multiple_of_32(oxford_sample: Path) -> None:
+    with pytest.raises(ValueError, match="multiple of 32"):
+        PetsDataModule(root=str(oxford_sample), image_size=100)
+
+
+@pytest.mark.realdata
+def test_train_batches_carry_the_augmented_boxes(make_dm: Callable[..., PetsDataModule]) -> None:
+    dm = make_dm(augment={"name": "flip", "hflip": 1.0})
+    L.seed_everything(0, verbose=False)
+    batch = next(iter(dm.train_dataloader()))
+    boxes = torch.tensor([dm.train_records[i].box for i in batch["index"].tolist()], dtype=torch.float32)
+    mirrored = torch.stack([1 - boxes[:, 2], boxes[:, 1], 1 - boxes[:, 0], boxes[:, 3]], dim=1)
+    assert torch.allclose(batch["box"], mirrored, atol=1e-6)

@@ -1,0 +1,424 @@
+"""Tests for petloc.data.oxford: the reader and its quirk report.
+
+Oracles are independent of the reader: numbers hand-read from the real sample's XML files and lists
+(and the box arithmetic done by hand from them), the sample README's list of quirks, and tiny
+datasets crafted here with PIL, one quirk each, whose right answer is known by construction.
+
+The helpers ``Pet`` and ``write_pets`` are also used by the cache and CLI tests.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from petloc.data.cache import build_decode_cache
+from petloc.data.oxford import PROBLEMS, DataReport, DatasetError, parse_voc, read_oxford_pets
+
+Box = tuple[float, float, float, float]
+
+# A box well inside the default 80x60 crafted image, VOC style (1-based, inclusive).
+GOOD_BOX: Box = (11, 6, 50, 40)
+LIST_HEADER = "#Image CLASS-ID SPECIES BREED ID\n#ID: 1:37 Class ids\n#SPECIES: 1:Cat 2:Dog\n"
+
+
+@dataclass
+class Pet:
+    """One crafted image: its file, its XML (``boxes=None``: no XML) and the list it is in."""
+
+    stem: str
+    fmt: str = "JPEG"
+    mode: str = "RGB"
+    size: tuple[int, int] = (80, 60)
+    boxes: list[Box] | None = field(default_factory=lambda: [GOOD_BOX])
+    xml_size: tuple[int, int] | None = None  # <size> written in the XML; default: the image's size
+    split: str | None = "trainval"  # "trainval", "test" or None (in no list)
+    ext: str = ".jpg"
+    class_id: int = 1
+    species: int = 1
+
+
+def image_bytes(fmt: str, mode: str = "RGB", size: tuple[int, int] = (80, 60), seed: int = 0) -> bytes:
+    """Noise (so a JPEG has real entropy-coded data to cut), converted to ``mode``, encoded as ``fmt``."""
+    rgb = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).convert(mode).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def voc_xml(size: tuple[int, int], boxes: list[Box]) -> str:
+    objects = "".join(
+        f"<object><name>cat</name><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin>"
+        f"<xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>"
+        for b in boxes
+    )
+    return (
+        f"<annotation><size><width>{size[0]}</width><height>{size[1]}</height><depth>3</depth></size>"
+        f"{objects}</annotation>"
+    )
+
+
+def write_pets(root: Path, pets: list[Pet], extra_list_lines: tuple[str, ...] = ()) -> Path:
+    """Write ``pets`` into ``root`` in the Oxford layout and return ``root``."""
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "annotations" / "xmls").mkdir(parents=True, exist_ok=True)
+    lists: dict[str, list[str]] = {"list": list(extra_list_lines), "trainval": [], "test": []}
+    for i, pet in enumerate(pets):
+        (root / "images" / f"{pet.stem}{pet.ext}").write_bytes(image_bytes(pet.fmt, pet.mode, pet.size, i))
+        if pet.boxes is not None:
+            xml = voc_xml(pet.xml_size or pet.size, pet.boxes)
+            (root / "annotations" / "xmls" / f"{pet.stem}.xml").write_text(xml)
+        if pet.split is not None:
+            line = f"{pet.stem} {pet.class_id} {pet.species} 1"
+            lists["list"].append(line)
+            lists[pet.split].append(line)
+    for name, lines in lists.items():
+        header = LIST_HEADER if name == "list" else ""
+        (root / "annotations" / f"{name}.txt").write_text(header + "".join(f"{x}\n" for x in lines))
+    return root
+
+
+def good(n: int = 2) -> list[Pet]:
+    """Clean images, so that a dataset with one quirk still has something usable."""
+    return [Pet(f"Abyssinian_{i}") for i in range(1, n + 1)]
+
+
+def names(report: DataReport, kind: str) -> list[str]:
+    """The file names of one problem kind, without the details after ': '."""
+    return [entry.split(": ")[0] for entry in report.problems.get(kind, [])]
+
+
+def kinds(report: DataReport) -> set[str]:
+    return {kind for kind, entries in report.problems.items() if entries}
+
+
+def expected_box(box: Box, width: int, height: int) -> Box:
+    """The documented normalization, written out: ((xmin-1)/W, (ymin-1)/H, xmax/W, ymax/H)."""
+    return ((box[0] - 1) / width, (box[1] - 1) / height, box[2] / width, box[3] / height)
+
+
+# --- the real sample -------------------------------------------------------------------------
+
+
+@pytest.mark.realdata
+def test_parse_voc_reads_hand_read_values(oxford_sample: Path) -> None:
+    xmls = oxford_sample / "annotations" / "xmls"
+    a = parse_voc(xmls / "Abyssinian_1.xml")
+    assert (a.width, a.height, a.boxes) == (600, 400, [(333, 72, 425, 158)])
+    b = parse_voc(xmls / "Bengal_105.xml")
+    assert (b.width, b.height, b.boxes) == (500, 466, [(49, 125, 111, 168), (397, 103, 451, 132)])
+    y = parse_voc(xmls / "yorkshire_terrier_10.xml")
+    assert (y.width, y.height, y.boxes) == (299, 299, [(63, 36, 229, 136)])
+
+
+@pytest.mark.realdata
+def test_sample_records_carry_hand_computed_boxes_and_classes(oxford_sample: Path) -> None:
+    pets = read_oxford_pets(oxford_sample)
+    by_id = {r.image_id: r for r in pets.records}
+    cases = {
+        # id: (width, height, normalized box by hand, breed 0-based, species 0 cat / 1 dog)
+        "Abyssinian_1": (600, 400, (332 / 600, 71 / 400, 425 / 600, 158 / 400), 0, 0),
+        # two objects: 63x44 px and 55x30 px, the first is the larger
+        "Bengal_105": (500, 466, (48 / 500, 124 / 466, 111 / 500, 168 / 466), 5, 0),
+        "Birman_10": (299, 299, (26 / 299, 92 / 299, 115 / 299, 203 / 299), 6, 0),
+        "yorkshire_terrier_10": (299, 299, (62 / 299, 35 / 299, 229 / 299, 136 / 299), 36, 1),
+    }
+    for image_id, (w, h, box, breed, species) in cases.items():
+        r = by_id[image_id]
+        assert (r.width, r.height, r.breed, r.species) == (w, h, breed, species), image_id
+        assert r.box == pytest.approx(box, abs=1e-12), image_id
+        assert r.path == oxford_sample / "images" / f"{image_id}.jpg"
+    assert pets.num_breeds == 37
+    assert pets.breed_names[0] == "Abyssinian"
+    assert pets.breed_names[5] == "Bengal"
+    assert pets.breed_names[36] == "yorkshire_terrier"
+
+
+@pytest.mark.realdata
+def test_sample_report_names_exactly_the_readme_quirks(oxford_sample: Path) -> None:
+    pets = read_oxford_pets(oxford_sample)
+    report = pets.report
+    assert kinds(report) == {
+        "format_mismatch",
+        "color_mode",
+        "multiple_objects",
+        "not_in_list",
+        "missing_xml",
+    }
+    assert report.problems["format_mismatch"] == ["Abyssinian_34.jpg: is GIF", "Abyssinian_5.jpg: is PNG"]
+    assert report.problems["color_mode"] == ["Abyssinian_34.jpg: P", "Abyssinian_5.jpg: RGBA"]
+    assert names(report, "multiple_objects") == ["Bengal_105.xml"]
+    assert names(report, "not_in_list") == ["Abyssinian_34.jpg", "Abyssinian_82.jpg"]
+    assert sorted(names(report, "missing_xml")) == sorted(
+        ["Abyssinian_104.jpg", "american_bulldog_202.jpg", "Bengal_175.jpg", "Bengal_111.jpg"]
+    )
+    # Every XML is in trainval.txt with its image, and every box is valid: all 730 are usable.
+    xml_stems = {p.stem for p in (oxford_sample / "annotations" / "xmls").glob("*.xml")}
+    assert len(xml_stems) == 730
+    assert {r.image_id for r in pets.records} == xml_stems
+    assert (report.n_images, report.n_usable, report.n_test) == (1034, 730, 298)
+
+    text = report.format()
+    assert "1034 images, 730 usable boxed images" in text
+    assert "298 images in test.txt have no box" in text
+    assert "test_split" not in text and "Abyssinian_2.jpg" not in text  # test images are not listed
+    for name in ("Abyssinian_34.jpg: is GIF", "Abyssinian_5.jpg: RGBA", "Bengal_105.xml", "Bengal_111.jpg"):
+        assert name in text
+
+
+# --- crafted datasets, one quirk each ----------------------------------------------------------
+
+
+def test_clean_dataset_reports_no_problems(tmp_path: Path) -> None:
+    pets = read_oxford_pets(write_pets(tmp_path, [*good(), Pet("Abyssinian_9", boxes=None, split="test")]))
+    assert kinds(pets.report) == set()
+    assert [r.box for r in pets.records] == [pytest.approx(expected_box(GOOD_BOX, 80, 60))] * 2
+    assert (pets.report.n_usable, pets.report.n_test) == (2, 1)
+    assert "no problems found" in pets.report.format()
+
+
+def test_png_and_gif_named_jpg_are_reported_and_still_used(tmp_path: Path) -> None:
+    root = write_pets(tmp_path, [*good(), Pet("Bengal_1", fmt="PNG"), Pet("Bengal_2", fmt="GIF")])
+    pets = read_oxford_pets(root)
+    assert pets.report.problems["format_mismatch"] == ["Bengal_1.jpg: is PNG", "Bengal_2.jpg: is GIF"]
+    assert pets.report.problems["color_mode"] == ["Bengal_2.jpg: P"]  # a GIF is a palette image
+    assert {r.image_id for r in pets.records} == {"Abyssinian_1", "Abyssinian_2", "Bengal_1", "Bengal_2"}
+
+
+def test_a_jpeg_with_embedded_pictures_is_not_a_format_mismatch(tmp_path: Path) -> None:
+    root = write_pets(tmp_path, good())
+    frames = [Image.new("RGB", (80, 60), c) for c in ("red", "blue")]
+    frames[0].save(
+        root / "images" / "Abyssinian_1.jpg", format="MPO", save_all=True, append_images=frames[1:]
+    )
+    assert Image.open(root / "images" / "Abyssinian_1.jpg").format == "MPO"
+    pets = read_oxford_pets(root)
+    assert kinds(pets.report) == set()
+    assert len(pets.records) == 2
+
+
+def test_non_rgb_modes_are_reported_and_decode_to_rgb(tmp_path: Path, cache_dir: Path) -> None:
+    quirky = [
+        Pet("Bengal_1", fmt="PNG", mode="RGBA", ext=".png"),
+        Pet("Bengal_2", fmt="JPEG", mode="L"),
+        Pet("Bengal_3", fmt="JPEG", mode="CMYK"),
+        Pet("Bengal_4", fmt="PNG", mode="P", ext=".png"),
+    ]
+    pets = read_oxford_pets(write_pets(tmp_path, [*good(), *quirky]))
+    assert pets.report.problems["color_mode"] == [
+        "Bengal_1.png: RGBA",
+        "Bengal_2.jpg: L",
+        "Bengal_3.jpg: CMYK",
+        "Bengal_4.png: P",
+    ]
+    assert kinds(pets.report) == {"color_mode"}
+    cache, usable = build_decode_cache(pets.records, 40, cache_dir, pets.report, progress=False)
+    assert len(usable) == 6
+    for pet in quirky:
+        pixels = cache.get(pet.stem)
+        assert pixels.shape == (30, 40, 3) and pixels.dtype == np.uint8
+    gray = cache.get("Bengal_2")
+    assert np.array_equal(gray[..., 0], gray[..., 1]) and np.array_equal(gray[..., 0], gray[..., 2])
+
+
+def test_truncated_jpeg_passes_the_header_probe_and_is_caught_by_the_decode(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    root = write_pets(tmp_path, [*good(), Pet("Bengal_1", size=(200, 150))])
+    jpeg = root / "images" / "Bengal_1.jpg"
+    data = jpeg.read_bytes()
+    jpeg.write_bytes(data[: len(data) // 2])
+    pets = read_oxford_pets(root)
+    assert len(pets.records) == 3  # the header is intact
+    cache, usable = build_decode_cache(pets.records, 40, cache_dir, pets.report, progress=False)
+    assert [r.image_id for r in usable] == ["Abyssinian_1", "Abyssinian_2"]
+    assert pets.report.n_usable == 2
+    (entry,) = pets.report.problems["unreadable_image"]
+    assert "Bengal_1.jpg" in entry and "truncated" in entry
+    assert "Bengal_1" not in cache.index
+
+
+def test_an_image_that_cannot_be_opened_is_reported(tmp_path: Path) -> None:
+    root = write_pets(tmp_path, [*good(), Pet("Bengal_1")])
+    (root / "images" / "Bengal_1.jpg").write_bytes(b"not an image at all")
+    pets = read_oxford_pets(root)
+    assert names(pets.report, "unreadable_image") == ["Bengal_1.jpg"]
+    assert len(pets.records) == 2
+
+
+def test_a_decompression_bomb_is_reported_not_raised(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = write_pets(tmp_path, [*good(), Pet("Bengal_1", size=(400, 300))])
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 50_000)  # PIL refuses more than twice this
+    pets = read_oxford_pets(root)
+    assert names(pets.report, "unreadable_image") == ["Bengal_1.jpg"]
+    assert len(pets.records) == 2
+
+
+def test_listed_image_without_xml_and_xml_without_image(tmp_path: Path) -> None:
+    root = write_pets(tmp_path, [*good(), Pet("Bengal_1", boxes=None), Pet("Bengal_2")])
+    (root / "images" / "Bengal_2.jpg").unlink()
+    pets = read_oxford_pets(root)
+    assert names(pets.report, "missing_xml") == ["Bengal_1.jpg"]
+    assert names(pets.report, "missing_image") == ["Bengal_2"]
+    assert len(pets.records) == 2
+
+
+def test_images_in_no_list_are_probed_and_not_used(tmp_path: Path) -> None:
+    root = write_pets(
+        tmp_path, [*good(), Pet("Bengal_1", split=None), Pet("Bengal_2", fmt="GIF", split=None)]
+    )
+    pets = read_oxford_pets(root)
+    assert names(pets.report, "not_in_list") == ["Bengal_1.jpg", "Bengal_2.jpg"]
+    assert names(pets.report, "format_mismatch") == ["Bengal_2.jpg"]
+    assert {r.image_id for r in pets.records} == {"Abyssinian_1", "Abyssinian_2"}
+
+
+def test_two_objects_keep_the_largest_valid_box(tmp_path: Path) -> None:
+    small, large = (5, 5, 20, 20), (30, 10, 70, 50)
+    inverted_both_ways = (79, 59, 1, 1)  # (xmax-xmin+1)*(ymax-ymin+1) is positive and the largest
+    root = write_pets(
+        tmp_path,
+        [*good(), Pet("Bengal_1", boxes=[small, large]), Pet("Bengal_2", boxes=[inverted_both_ways, small])],
+    )
+    pets = read_oxford_pets(root)
+    assert names(pets.report, "multiple_objects") == ["Bengal_1.xml", "Bengal_2.xml"]
+    by_id = {r.image_id: r for r in pets.records}
+    assert by_id["Bengal_1"].box == pytest.approx(expected_box(large, 80, 60))
+    assert by_id["Bengal_2"].box == pytest.approx(expected_box(small, 80, 60))
+
+
+def test_box_reaching_outside_is_clipped(tmp_path: Path) -> None:
+    root = write_pets(tmp_path, [*good(), Pet("Bengal_1", boxes=[(-4, 20, 120, 61)])])
+    pets = read_oxford_pets(root)
+    assert names(pets.report, "box_clipped") == ["Bengal_1.xml"]
+    record = next(r for r in pets.records if r.image_id == "Bengal_1")
+    assert record.box == pytest.approx((0.0, 19 / 60, 1.0, 1.0))
+
+
+@pytest.mark.parametrize(
+    "box",
+    [
+        pytest.param((50, 6, 11, 40), id="inverted-x"),
+        pytest.param((11, 40, 50, 6), id="inverted-y"),
+        pytest.param((21, 6, 20, 40), id="zero-width"),  # VOC xmax = xmin - 1 covers no pixel
+        pytest.param((90, 6, 120, 40), id="outside"),
+        pytest.param((11, 6, float("inf"), 40), id="infinite"),
+    ],
+)
+def test_invalid_box_is_skipped(tmp_path: Path, box: Box) -> None:
+    pets = read_oxford_pets(write_pets(tmp_path, [*good(), Pet("Bengal_1", boxes=[box])]))
+    assert names(pets.report, "invalid_box") == ["Bengal_1.xml"]
+    assert "Bengal_1" not in {r.image_id for r in pets.records}
+
+
+def test_a_one_pixel_box_is_kept(tmp_path: Path) -> None:
+    pets = read_oxford_pets(write_pets(tmp_path, [*good(), Pet("Bengal_1", boxes=[(20, 30, 20, 30)])]))
+    record = next(r for r in pets.records if r.image_id == "Bengal_1")
+    assert record.box == pytest.approx((19 / 80, 29 / 60, 20 / 80, 30 / 60))
+
+
+def test_xml_size_disagreeing_with_the_image_rescales_the_box(tmp_path: Path) -> None:
+    # The XML was written for a 160x120 version of the 80x60 file: the box covers the same region.
+    box = (21, 11, 100, 80)
+    pets = read_oxford_pets(
+        write_pets(tmp_path, [*good(), Pet("Bengal_1", boxes=[box], xml_size=(160, 120))])
+    )
+    assert names(pets.report, "size_mismatch") == ["Bengal_1.xml"]
+    record = next(r for r in pets.records if r.image_id == "Bengal_1")
+    assert record.box == pytest.approx(expected_box(box, 160, 120))
+    assert record.box == pytest.approx((10 / 80, 5 / 60, 50 / 80, 40 / 60))
+    assert (record.width, record.height) == (80, 60)
+
+
+def test_entity_bomb_and_broken_xml_are_bad_xml(tmp_path: Path) -> None:
+    root = write_pets(tmp_path, [*good(), Pet("Bengal_1"), Pet("Bengal_2"), Pet("Bengal_3"), Pet("Bengal_4")])
+    xmls = root / "annotations" / "xmls"
+    lol = "".join(f'<!ENTITY lol{i} "{f"&lol{i - 1};" * 10}">' for i in range(1, 10))
+    (xmls / "Bengal_1.xml").write_text(
+        f'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol0 "lol">{lol}]>'
+        "<annotation><size><width>80</width><height>60</height></size>"
+        "<object><name>&lol9;</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>9</xmax><ymax>9</ymax>"
+        "</bndbox></object></annotation>"
+    )
+    (xmls / "Bengal_2.xml").write_text("<annotation><size><width>80</width>")
+    (xmls / "Bengal_3.xml").write_text(voc_xml((80, 60), []))
+    (xmls / "Bengal_4.xml").write_text(voc_xml((80, 60), [(11, 6, "x", 40)]))  # type: ignore[list-item]
+    pets = read_oxford_pets(root)
+    assert names(pets.report, "bad_xml") == ["Bengal_1.xml", "Bengal_2.xml", "Bengal_3.xml", "Bengal_4.xml"]
+    assert "Entit" in pets.report.problems["bad_xml"][0]  # defusedxml's EntitiesForbidden
+    assert {r.image_id for r in pets.records} == {"Abyssinian_1", "Abyssinian_2"}
+
+
+def test_malformed_list_lines_are_reported_and_the_rest_is_read(tmp_path: Path) -> None:
+    bad = ("Bengal_9 x 1 1", "Bengal_9 1", "Bengal_9 1 3 1", "Bengal_9 0 1 1", "Bengal_9 1 1 1 extra")
+    pets = read_oxford_pets(write_pets(tmp_path, good(), extra_list_lines=bad))
+    # list.txt = 3 header lines, then the bad lines in order
+    assert names(pets.report, "malformed_list_line") == [f"list.txt:{n}" for n in range(4, 9)]
+    assert len(pets.records) == 2
+
+
+def test_empty_folder_raises_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match=r"no image files in .*images"):
+        read_oxford_pets(tmp_path)
+    with pytest.raises(DatasetError, match="does not exist"):
+        read_oxford_pets(tmp_path / "missing")
+
+
+def test_folder_without_xmls_raises_a_clear_error(tmp_path: Path) -> None:
+    root = write_pets(tmp_path, [Pet("Abyssinian_1", boxes=None), Pet("Abyssinian_2", boxes=None)])
+    with pytest.raises(DatasetError, match=r"no XML files in .*xmls") as info:
+        read_oxford_pets(root)
+    assert "missing_xml" in str(info.value) and "petloc-data check" in str(info.value)
+
+
+def test_folder_without_lists_raises_a_clear_error(tmp_path: Path) -> None:
+    root = write_pets(tmp_path, good())
+    for name in ("list", "trainval", "test"):
+        (root / "annotations" / f"{name}.txt").unlink()
+    with pytest.raises(DatasetError, match=r"no class list"):
+        read_oxford_pets(root)
+
+
+def test_symlink_loop_dangling_link_and_non_utf8_name_are_bad_names(tmp_path: Path) -> None:
+    root = write_pets(tmp_path, good())
+    images = root / "images"
+    (images / "Bengal_1.jpg").symlink_to("Bengal_2.jpg")
+    (images / "Bengal_2.jpg").symlink_to("Bengal_1.jpg")
+    (images / "Bengal_3.jpg").symlink_to("nowhere.jpg")
+    raw_name = os.fsencode(images) + b"/Bengal_\xff.jpg"
+    with open(raw_name, "wb") as f:
+        f.write(image_bytes("JPEG"))
+    pets = read_oxford_pets(root)
+    entries = pets.report.problems["bad_name"]
+    assert len(entries) == 4
+    assert any("Bengal_\\xff.jpg" in e for e in entries)
+    assert sorted(names(pets.report, "bad_name"))[:3] == ["Bengal_1.jpg", "Bengal_2.jpg", "Bengal_3.jpg"]
+    assert "Too many levels of symbolic links" in next(e for e in entries if e.startswith("Bengal_1.jpg"))
+    assert len(pets.records) == 2
+    assert "bad_name" in pets.report.format()  # the report prints, whatever the names are
+
+
+def test_two_files_with_one_stem_report_the_second(tmp_path: Path) -> None:
+    root = write_pets(tmp_path, good())
+    (root / "images" / "Abyssinian_1.png").write_bytes(image_bytes("PNG"))
+    pets = read_oxford_pets(root)
+    assert names(pets.report, "bad_name") == ["Abyssinian_1.png"]
+    assert next(r for r in pets.records if r.image_id == "Abyssinian_1").path.name == "Abyssinian_1.jpg"
+
+
+def test_report_rejects_unknown_kinds_and_lists_long_kinds_briefly() -> None:
+    report = DataReport(root=Path("x"))
+    with pytest.raises(KeyError):
+        report.add("no_such_kind", "a.jpg")
+    for i in range(12):
+        report.add("missing_xml", f"img_{i}.jpg")
+    text = report.format(max_names=10)
+    assert "img_9.jpg" in text and "img_10.jpg" not in text and "... and 2 more" in text
+    assert "missing_xml (left out, 12)" in text
+    assert set(PROBLEMS) >= {"format_mismatch", "color_mode", "bad_name", "unreadable_image"}

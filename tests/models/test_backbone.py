@@ -1,0 +1,143 @@
+"""create_backbone: every family at any alpha, and pretrained weights loaded (or refused) as documented.
+
+Pretrained weights cannot be downloaded in CI, so the loading path is checked with a weights file the
+test writes from timm's own registered model: the oracle is timm's state_dict, not petloc's code.
+"""
+
+from __future__ import annotations
+
+from itertools import pairwise
+from pathlib import Path
+
+import huggingface_hub.constants
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from petloc.models.backbone import BACKBONES, PretrainedWeightsError, create_backbone, pretrained_alphas
+
+ALPHAS = (0.25, 0.5, 1.0)
+
+
+def first_conv(module: nn.Module) -> nn.Conv2d:
+    """The stem convolution: the layer furthest from the head, so the last one a wrong load would reach."""
+    return next(m for m in module.modules() if isinstance(m, nn.Conv2d))
+
+
+@pytest.mark.parametrize("alpha", ALPHAS)
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_forward_gives_stride_16_and_32_maps_with_the_advertised_channels(name: str, alpha: float) -> None:
+    backbone = create_backbone(name, alpha).eval()
+    info = backbone.feature_info
+    assert info.reduction() == [16, 32]
+    # 64 px is the smallest CI size; 96 is not a power of two, so a stride-32 map of 3 cells must come out
+    for side in (64, 96):
+        with torch.no_grad():
+            maps = backbone(torch.randn(2, 3, side, side))
+        assert len(maps) == 2
+        for fmap, channels, stride in zip(maps, info.channels(), (16, 32), strict=True):
+            assert fmap.shape == (2, channels, side // stride, side // stride)
+            assert torch.isfinite(fmap).all()
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_channels_grow_with_alpha(name: str) -> None:
+    channels = [create_backbone(name, alpha).feature_info.channels() for alpha in ALPHAS]
+    for narrow, wide in pairwise(channels):
+        assert all(n < w for n, w in zip(narrow, wide, strict=True)), channels
+
+
+def test_unknown_name_and_non_positive_alpha_are_rejected() -> None:
+    with pytest.raises(ValueError, match="mobilenetv1"):
+        create_backbone("resnet50", 0.5)
+    with pytest.raises(ValueError, match="alpha"):
+        create_backbone("mobilenetv2", 0.0)
+
+
+@pytest.fixture(scope="module")
+def timm_mobilenetv2_050() -> dict[str, torch.Tensor]:
+    """timm's registered ``mobilenetv2_050`` state_dict (seeded random init): stands in for ImageNet."""
+    torch.manual_seed(123)
+    return {k: v.contiguous() for k, v in timm.create_model("mobilenetv2_050").state_dict().items()}
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+def test_pretrained_weights_come_from_the_weights_file(
+    suffix: str, timm_mobilenetv2_050: dict[str, torch.Tensor], tmp_path: Path
+) -> None:
+    path = tmp_path / f"mobilenetv2_050{suffix}"
+    if suffix == ".safetensors":
+        save_file(timm_mobilenetv2_050, path)
+    else:
+        torch.save(timm_mobilenetv2_050, path)
+
+    loaded = create_backbone("mobilenetv2", 0.5, pretrained=True, weights_file=str(path)).state_dict()
+    random_init = create_backbone("mobilenetv2", 0.5).state_dict()
+
+    # every backbone tensor (not just the stem) carries the file's values under the same name
+    assert set(loaded) <= set(timm_mobilenetv2_050)
+    for key, value in loaded.items():
+        assert torch.equal(value, timm_mobilenetv2_050[key]), key
+    stem = "conv_stem.weight"
+    assert not torch.equal(random_init[stem], timm_mobilenetv2_050[stem])
+
+
+def test_pth_weights_are_read_with_weights_only(
+    timm_mobilenetv2_050: dict[str, torch.Tensor], tmp_path: Path
+) -> None:
+    """timm reads a .pth with ``torch.load(weights_only=True)``: a pickled object is refused, not run."""
+    path = tmp_path / "mobilenetv2_050.pth"
+    torch.save({"state_dict": timm_mobilenetv2_050, "payload": Path("not/a/tensor")}, path)
+    with pytest.raises(PretrainedWeightsError, match="weights_only"):
+        create_backbone("mobilenetv2", 0.5, pretrained=True, weights_file=str(path))
+
+
+def test_a_weights_file_for_another_model_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "other.safetensors"
+    save_file({"encoder.stem.weight": torch.zeros(8, 3, 3, 3)}, path)
+    with pytest.raises(PretrainedWeightsError):
+        create_backbone("mobilenetv2", 0.5, pretrained=True, weights_file=str(path))
+
+
+def test_alpha_without_published_weights_names_the_options() -> None:
+    available = pretrained_alphas("mobilenetv2")
+    assert 0.25 not in available and available, available
+    with pytest.raises(PretrainedWeightsError) as info:
+        create_backbone("mobilenetv2", 0.25, pretrained=True)
+    message = str(info.value)
+    assert str(available) in message
+    assert "backbone.pretrained=false" in message
+
+
+def test_missing_weights_file_is_a_clear_error(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere.safetensors"
+    with pytest.raises(PretrainedWeightsError, match="does not exist") as info:
+        create_backbone("mobilenetv2", 0.5, pretrained=True, weights_file=str(missing))
+    assert str(missing) in str(info.value)
+
+
+def test_weights_file_without_pretrained_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="pretrained=true"):
+        create_backbone("mobilenetv2", 0.5, weights_file=str(tmp_path / "w.safetensors"))
+
+
+def test_offline_with_an_empty_cache_names_the_options(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    empty = tmp_path / "empty-cache"
+    empty.mkdir()
+    for var in ("HF_HOME", "HF_HUB_CACHE", "TORCH_HOME"):
+        monkeypatch.setenv(var, str(empty))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # huggingface_hub reads these variables once, at import: its module constants are what it uses
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(empty))
+
+    with pytest.raises(PretrainedWeightsError) as info:
+        create_backbone("mobilenetv2", 0.5, pretrained=True)
+    message = str(info.value)
+    assert "backbone.weights_file=PATH" in message
+    assert "backbone.pretrained=false" in message
+    assert not any(empty.iterdir()), "an offline load must not write into the cache"

@@ -1,0 +1,268 @@
+"""PetLocModule: training signal, input normalization, class branch, logged metrics and the LR schedule.
+
+The logged validation metrics are checked against ``torchvision.ops.box_iou`` run independently on
+the same predictions, and the schedule against the closed-form warm-up + cosine factor.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+from torchvision.ops import box_area, box_iou
+
+from petloc.losses import IoUBoxLoss, MSEBoxLoss
+from petloc.models.backbone import create_backbone
+from petloc.models.heads import CenterHead, ConvHead, DWSepHead, PooledHead
+from petloc.models.module import BudgetCosineLR, PetLocModule
+
+SIZE = 64
+HEADS: dict[str, type[nn.Module]] = {
+    "dwsep": DWSepHead,
+    "conv": ConvHead,
+    "pooled": PooledHead,
+    "center": CenterHead,
+}
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def make_module(
+    head: type[nn.Module] = ConvHead,
+    backbone: str = "mobilenetv3_small",
+    mode: str = "box",
+    num_classes: int = 0,
+    cls_weight: float = 0.5,
+    loss: nn.Module | None = None,
+) -> PetLocModule:
+    """A small module the way build_module wires it: head and optimizer as partials."""
+    torch.manual_seed(0)
+    return PetLocModule(
+        backbone=create_backbone(backbone, 0.25),
+        head=partial(head),
+        loss=loss or MSEBoxLoss(),
+        optimizer=partial(torch.optim.SGD, lr=0.1),
+        mode=mode,
+        num_classes=num_classes,
+        cls_weight=cls_weight,
+        image_size=SIZE,
+    )
+
+
+def make_batch(n: int, seed: int = 0) -> dict[str, Tensor]:
+    """uint8 NHWC images with valid boxes and labels, as the DataModule delivers them."""
+    generator = torch.Generator().manual_seed(seed)
+    corner = torch.rand(n, 2, generator=generator) * 0.5
+    size = 0.2 + torch.rand(n, 2, generator=generator) * 0.3
+    return {
+        "image": torch.randint(0, 256, (n, SIZE, SIZE, 3), dtype=torch.uint8, generator=generator),
+        "box": torch.cat([corner, corner + size], dim=1),
+        "species": torch.randint(0, 2, (n,), generator=generator),
+        "breed": torch.randint(2, 37, (n,), generator=generator),  # never equal to a species label
+    }
+
+
+def first_conv(module: nn.Module) -> nn.Conv2d:
+    return next(m for m in module.modules() if isinstance(m, nn.Conv2d))
+
+
+@pytest.mark.parametrize("head", sorted(HEADS))
+def test_one_step_updates_the_backbones_first_conv(head: str) -> None:
+    module = make_module(HEADS[head], backbone="mobilenetv1", loss=IoUBoxLoss("giou", l1_weight=1.0))
+    optimizer = module.configure_optimizers()
+    stem = first_conv(module.backbone).weight
+    before = stem.detach().clone()
+
+    loss = module.training_step(make_batch(4), 0)
+    loss.backward()
+    optimizer.step()
+
+    assert stem.grad is not None and stem.grad.abs().sum() > 0
+    assert not torch.equal(stem.detach(), before)
+
+
+@pytest.mark.parametrize(
+    ("backbone", "mean", "std"),
+    [("mobilenetv3_small", IMAGENET_MEAN, IMAGENET_STD), ("mobilenetv1", (0.5,) * 3, (0.5,) * 3)],
+)
+def test_preprocess_normalizes_with_the_backbones_mean_and_std(
+    backbone: str, mean: tuple[float, ...], std: tuple[float, ...]
+) -> None:
+    module = make_module(backbone=backbone)
+    images = torch.zeros(2, 8, 8, 3, dtype=torch.uint8)
+    images[1, 3, 5] = torch.tensor([200, 100, 50], dtype=torch.uint8)
+
+    x = module.preprocess(images)
+
+    assert x.shape == (2, 3, 8, 8) and x.dtype == torch.float32
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    expected = [(v / 255 - m) / s for v, m, s in zip((200, 100, 50), mean, std, strict=True)]
+    torch.testing.assert_close(x[1, :, 3, 5], torch.tensor(expected))
+    torch.testing.assert_close(x[0, :, 0, 0], torch.tensor([-m / s for m, s in zip(mean, std, strict=True)]))
+
+
+def test_box_mode_has_no_class_branch() -> None:
+    module = make_module(mode="box")
+    assert module.classifier is None
+    _, logits = module(make_batch(2)["image"])
+    assert logits is None
+
+
+@pytest.mark.parametrize(("mode", "num_classes"), [("species", 2), ("breed", 37)])
+def test_class_modes_add_a_classifier_and_its_cross_entropy(mode: str, num_classes: int) -> None:
+    module = make_module(mode=mode, num_classes=num_classes, cls_weight=0.5).eval()
+    channels = module.backbone.feature_info.channels()[-1]
+    assert isinstance(module.classifier, nn.Linear)
+    assert (module.classifier.in_features, module.classifier.out_features) == (channels, num_classes)
+
+    batch = make_batch(4)
+    with torch.no_grad():
+        out, logits = module(batch["image"])
+        total = module.training_step(batch, 0)
+    assert logits is not None and logits.shape == (4, num_classes)
+
+    box_only = F.mse_loss(out.box, batch["box"])
+    labels = batch[mode]
+    cross_entropy = (torch.logsumexp(logits, dim=1) - logits[torch.arange(4), labels]).mean()
+    torch.testing.assert_close(total, box_only + 0.5 * cross_entropy)
+
+
+def records(n: int, seed: int = 1) -> list[dict[str, Tensor]]:
+    batch = make_batch(n, seed)
+    return [{k: v[i] for k, v in batch.items()} for i in range(n)]
+
+
+def validate(module: PetLocModule, samples: list[dict[str, Tensor]], batch_size: int) -> dict[str, float]:
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
+    trainer.validate(module, dataloaders=DataLoader(samples, batch_size=batch_size))
+    return {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+
+def targets_around(pred: Tensor) -> Tensor:
+    """Targets shifted ever further from the predictions, so IoUs spread from 1 down past 0.5."""
+    shift = torch.linspace(0.0, 0.3, pred.shape[0]).unsqueeze(1)
+    return (pred + torch.cat([shift, shift / 2, shift, shift / 2], dim=1)).clamp(0, 1)
+
+
+def test_logged_validation_metrics_match_torchvision() -> None:
+    module = make_module(mode="species", num_classes=2).eval()
+    samples = records(10)
+    images = torch.stack([s["image"] for s in samples])
+    with torch.no_grad():
+        pred = module.predict_boxes(images)["box"]
+        _, logits = module(images)
+    target = targets_around(pred)
+    for sample, box in zip(samples, target, strict=True):
+        sample["box"] = box
+    mean_box = torch.tensor([0.3, 0.2, 0.7, 0.9])
+    module.mean_box.copy_(mean_box)
+
+    logged = validate(module, samples, batch_size=4)  # batches of 4, 4, 2
+
+    iou = box_iou(pred, target).diagonal()
+    assert (iou >= 0.75).any() and ((iou >= 0.5) & (iou < 0.75)).any() and (iou < 0.5).any()
+    intersection = iou * (box_area(pred) + box_area(target)) / (1 + iou)
+    union = box_area(pred) + box_area(target) - intersection
+    labels = torch.stack([s["species"] for s in samples])
+    expected = {
+        "val/iou": iou.mean(),
+        "val/iou_best": iou.mean(),
+        "val/acc50": (iou >= 0.5).float().mean(),
+        "val/acc75": (iou >= 0.75).float().mean(),
+        "val/iou_pooled": intersection.sum() / union.sum(),
+        "val/iou_mean_box": box_iou(mean_box.unsqueeze(0), target)[0].mean(),
+        "val/cls_acc": (logits.argmax(dim=1) == labels).float().mean(),
+    }
+    for key, value in expected.items():
+        assert logged[key] == pytest.approx(float(value), abs=1e-5), key
+
+
+def test_logged_validation_loss_is_the_per_image_mean() -> None:
+    module = make_module().eval()
+    samples = records(5)
+    images = torch.stack([s["image"] for s in samples])
+    target = torch.stack([s["box"] for s in samples])
+    with torch.no_grad():
+        out, _ = module(images)
+    squared = ((out.box - target) ** 2).mean(dim=1)  # MSE per image
+
+    logged = validate(module, samples, batch_size=4)  # batches of 4 and 1
+
+    assert logged["val/loss"] == pytest.approx(float(squared.mean()), rel=1e-5)
+
+
+def test_best_iou_survives_a_checkpoint_round_trip() -> None:
+    samples = records(4)
+    images = torch.stack([s["image"] for s in samples])
+    module = make_module().eval()
+    with torch.no_grad():
+        pred = module.predict_boxes(images)["box"]
+    for sample, box in zip(samples, pred, strict=True):
+        sample["box"] = box  # perfect predictions: IoU 1
+    best = validate(module, samples, batch_size=4)["val/iou_best"]
+    assert best == pytest.approx(1.0)
+
+    resumed = make_module()
+    resumed.load_state_dict(module.state_dict())
+    for sample, box in zip(samples, targets_around(pred), strict=True):
+        sample["box"] = box  # a worse epoch
+    logged = validate(resumed.eval(), samples, batch_size=4)
+    assert logged["val/iou"] < best
+    assert logged["val/iou_best"] == pytest.approx(best)
+
+
+def lr_after(scheduler: BudgetCosineLR) -> float:
+    return scheduler.optimizer.param_groups[0]["lr"]
+
+
+def test_budget_cosine_warms_up_then_follows_the_budget() -> None:
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=2.0)
+    scheduler = BudgetCosineLR(optimizer, warmup_steps=4, min_factor=0.1)
+    progress = {"share": 0.0}
+    scheduler.bind(lambda: progress["share"])
+
+    warmup = [lr_after(scheduler)]
+    for _ in range(4):
+        optimizer.step()
+        scheduler.step()
+        warmup.append(lr_after(scheduler))
+    # steps 0..3 ramp (step + 1) / 4, then full rate while no budget is used
+    assert warmup == pytest.approx([0.5, 1.0, 1.5, 2.0, 2.0])
+
+    # after warm-up: 2.0 * (0.1 + 0.9 * (1 + cos(pi * p)) / 2)
+    for share, factor in ((0.0, 1.0), (0.5, 0.1 + 0.9 * 0.5), (1.0, 0.1)):
+        progress["share"] = share
+        optimizer.step()
+        scheduler.step()
+        assert lr_after(scheduler) == pytest.approx(2.0 * factor), share
+
+
+def test_budget_cosine_state_survives_a_weights_only_checkpoint(tmp_path: Path) -> None:
+    """Lightning stores the scheduler's state_dict in the checkpoint, which must load with weights_only."""
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = BudgetCosineLR(optimizer, warmup_steps=4)
+    scheduler.bind(lambda: 0.25)
+    for _ in range(3):
+        optimizer.step()
+        scheduler.step()
+    path = tmp_path / "sched.pt"
+    torch.save(scheduler.state_dict(), path)
+
+    restored = BudgetCosineLR(torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0), warmup_steps=4)
+    restored.load_state_dict(torch.load(path, weights_only=True))
+    assert restored.last_epoch == 3
+    assert math.isclose(restored.get_last_lr()[0], scheduler.get_last_lr()[0])

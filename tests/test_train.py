@@ -1,0 +1,113 @@
+"""petloc.train.train end to end on the synthetic set: wiring for every mode and head, and one real run
+whose run folder (TensorBoard events, checkpoints, metrics.json) is what the interface promises."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from petloc import CONFIG_DIR
+from petloc.train import train
+
+# Small and single-process: the CI machine may be busy, and workers only add start-up time here.
+SMALL = ("image_size=64", "data.num_workers=0")
+VAL_METRICS = ("val/iou", "val/iou_best", "val/acc50", "val/acc75", "val/iou_pooled", "val/iou_mean_box")
+RUN_METRICS = (*VAL_METRICS, "train/loss", "val/loss", "lr")
+
+
+def assert_metrics(metrics: dict[str, float], mode: str) -> None:
+    expected = set(RUN_METRICS) | ({"val/cls_acc"} if mode != "box" else set())
+    assert expected <= set(metrics), expected - set(metrics)
+    assert all(math.isfinite(metrics[key]) for key in expected)
+    for key in (*VAL_METRICS, *(["val/cls_acc"] if mode != "box" else [])):
+        assert 0.0 <= metrics[key] <= 1.0, key
+    assert metrics["val/iou_best"] >= metrics["val/iou"]
+    if mode == "box":
+        assert "val/cls_acc" not in metrics
+
+
+# every head and every mode at least once, in four runs
+@pytest.mark.parametrize(
+    ("mode", "head"), [("box", "center"), ("box", "dwsep"), ("species", "conv"), ("breed", "pooled")]
+)
+def test_fast_dev_run_trains_and_validates(
+    mode: str, head: str, make_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    metrics = train(make_cfg("debug=fast", f"mode={mode}", f"head={head}", *SMALL))
+
+    assert_metrics(metrics, mode)
+    assert metrics["global_step"] == 1  # fast_dev_run: exactly one training batch
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    assert written == pytest.approx(metrics)
+
+
+def scalars(folder: Path) -> dict[str, list[float]]:
+    """Every scalar series in the event files of ``folder``, in logging order."""
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    return {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> tuple[dict[str, float], Path]:
+    """One real two-epoch run (not fast_dev_run, so loggers and checkpoints are on), shared by the tests."""
+    output = tmp_path_factory.mktemp("short-run")
+    overrides = [
+        f"paths.output_dir={output}",
+        f"paths.cache_dir={cache_dir}",
+        "mode=species",
+        "trainer.max_epochs=2",
+        "trainer.max_time=null",
+        "trainer.enable_progress_bar=false",
+        "data.synthetic.n=60",
+        "data.batch_size=8",
+        *SMALL,
+    ]
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    return train(cfg), output
+
+
+def test_short_run_returns_and_writes_the_final_metrics(short_run: tuple[dict[str, float], Path]) -> None:
+    metrics, output = short_run
+    assert_metrics(metrics, "species")
+    assert metrics["epochs"] == 2
+    assert json.loads((output / "metrics.json").read_text()) == pytest.approx(metrics)
+
+
+def test_short_run_logs_scalars_directly_in_tensorboard(short_run: tuple[dict[str, float], Path]) -> None:
+    metrics, output = short_run
+    tensorboard = output / "tensorboard"
+    assert list(tensorboard.glob("events.out.tfevents.*")), "event files must lie directly in tensorboard/"
+    assert not [p for p in tensorboard.iterdir() if p.is_dir()], "no version_N (or other) subfolders"
+
+    logged = scalars(tensorboard)
+    assert set(RUN_METRICS) | {"val/cls_acc"} <= set(logged)
+    per_epoch = logged["val/iou"][-2:]  # the two validations (see the placeholder test below)
+    assert per_epoch[-1] == pytest.approx(metrics["val/iou"])
+    assert max(per_epoch) == pytest.approx(metrics["val/iou_best"])
+
+
+def test_tensorboard_holds_only_measured_values(short_run: tuple[dict[str, float], Path]) -> None:
+    _, output = short_run
+    assert len(scalars(output / "tensorboard")["val/iou"]) == 2  # one value per epoch, nothing else
+
+
+def test_checkpoints_load_with_weights_only(short_run: tuple[dict[str, float], Path]) -> None:
+    metrics, output = short_run
+    for name in ("best.ckpt", "last.ckpt"):
+        checkpoint = torch.load(output / "checkpoints" / name, weights_only=True, map_location="cpu")
+        assert checkpoint["state_dict"]
+        assert checkpoint["petloc_config"]["mode"]["name"] == "species"
+    best = torch.load(output / "checkpoints" / "best.ckpt", weights_only=True, map_location="cpu")
+    state = next(v for k, v in best["callbacks"].items() if k.startswith("ModelCheckpoint"))
+    assert state["monitor"] == "val/iou"
+    assert float(state["best_model_score"]) == pytest.approx(metrics["val/iou_best"])
