@@ -32,7 +32,6 @@ from petloc.data.augment import eval_transform
 from petloc.data.cache import decode_image
 from petloc.data.oxford import IMAGE_SUFFIXES, DatasetError, probe_image, read_oxford_pets
 from petloc.models.factory import build_module, config_from_checkpoint
-from petloc.models.heads import HeadOutput
 from petloc.models.module import PetLocModule
 
 log = logging.getLogger(__name__)
@@ -211,31 +210,16 @@ def to_voc_pixels(box: Sequence[float], width: int, height: int) -> tuple[float,
     )
 
 
-def head_score(head: nn.Module, out: HeadOutput) -> Tensor:
-    """Confidence ``[B]`` of the decoded box: for the centre head, the softmax mass of the cells its
-    box was averaged over (the best cell's neighbourhood, from the head's own ``_near``, so the
-    score follows its ``radius``); global regression heads have no notion of confidence: 1.0."""
-    if out.cell_logits is None or out.cell_boxes is None:
-        return torch.ones(out.box.shape[0], dtype=torch.float32, device=out.box.device)
-    b, h, w, _ = out.cell_boxes.shape
-    probs = torch.softmax(out.cell_logits.float(), dim=1).reshape(b, h, w)
-    near = head._near(out.cell_logits.argmax(dim=1), h, w)
-    return (probs * near).sum(dim=(1, 2))
-
-
 class InferenceModel(nn.Module):
     """The deployed graph: uint8 NHWC images -> ``(box [B, 4], score [B])`` (+ ``class_prob [B, C]``).
 
-    Boxes and class probabilities are :meth:`PetLocModule.predict_boxes`'s, so predict and export
-    return what evaluation scores. The score needs the head's raw output, which ``predict_boxes``
-    does not return: a forward hook on the head keeps it for the call.
+    Outputs are :meth:`PetLocModule.predict_boxes`'s, so predict and export return what evaluation
+    scores.
     """
 
     def __init__(self, module: PetLocModule) -> None:
         super().__init__()
         self.module = module
-        self._head_out: HeadOutput | None = None
-        module.head.register_forward_hook(self._keep_head_output)
         self.eval()
 
     @property
@@ -243,14 +227,6 @@ class InferenceModel(nn.Module):
         """Names of the outputs, in order (the ONNX graph's output names)."""
         return ["box", "score"] + (["class_prob"] if self.module.classifier is not None else [])
 
-    def _keep_head_output(self, _head: nn.Module, _inputs: Any, output: HeadOutput) -> None:
-        self._head_out = output
-
     def forward(self, images: Tensor) -> tuple[Tensor, ...]:
         result = self.module.predict_boxes(images)
-        assert self._head_out is not None
-        score = head_score(self.module.head, self._head_out)
-        self._head_out = None
-        if "class_prob" in result:
-            return result["box"], score, result["class_prob"]
-        return result["box"], score
+        return tuple(result[name] for name in self.output_names)

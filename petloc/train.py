@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -42,6 +43,45 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
     return None
 
 
+def cpu_budget() -> int | None:
+    """CPU cores this job may use when its launcher shares the machine or allots cores; else None.
+
+    A joblib sweep trains ``n_jobs`` runs at once on one machine, and torch would give each of them a
+    thread per core: k jobs on n cores then fight over k*n threads and all run slower than one after
+    another. Each job gets its share, ``cores // n_jobs`` (joblib's meaning of n_jobs: -1 is one job per
+    core). A submitit job (SLURM or local) gets the ``cpus_per_task`` it asked for, when it asked.
+    """
+    if not HydraConfig.initialized():
+        return None
+    launcher = HydraConfig.get().launcher
+    target = str(launcher.get("_target_", ""))
+    if target.endswith(".JoblibLauncher"):
+        from joblib import cpu_count  # what joblib sizes its pool by: affinity and cgroup quotas count
+
+        cores = cpu_count()
+        n_jobs = int(launcher.n_jobs)
+        parallel = n_jobs if n_jobs > 0 else max(cores + 1 + n_jobs, 1)
+        return max(cores // parallel, 1)
+    if target.startswith("hydra_plugins.hydra_submitit_launcher.") and launcher.get("cpus_per_task"):
+        return int(launcher.cpus_per_task)
+    return None
+
+
+def limit_cpu_use(num_workers: int) -> int:
+    """Fit this job's torch threads and DataLoader workers into :func:`cpu_budget`; return the workers.
+
+    The training process keeps one core of the budget and the loader workers get at most the rest,
+    so a 1-core share loads batches in the training process itself (``num_workers=0``).
+    """
+    budget = cpu_budget()
+    if budget is None:
+        return num_workers
+    torch.set_num_threads(budget)
+    capped = min(num_workers, budget - 1)
+    log.info("%d CPU core(s) for this job: torch threads %d, data.num_workers %d", budget, budget, capped)
+    return capped
+
+
 HPARAM_METRICS = ("val/iou_best", "val/iou", "val/acc50", "val/acc75")
 
 
@@ -68,7 +108,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
 
-    datamodule: PetsDataModule = instantiate(cfg.data)
+    num_workers = limit_cpu_use(cfg.data.num_workers)
+    datamodule: PetsDataModule = instantiate(cfg.data, num_workers=num_workers)
     datamodule.setup("fit")
     assert datamodule.dataset is not None
     print(datamodule.dataset.report.format())
@@ -85,6 +126,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     metrics["train_time_s"] = time.perf_counter() - start
     metrics["epochs"] = trainer.current_epoch
     metrics["global_step"] = trainer.global_step
+    # what the job ran with, so a parallel sweep's CPU sharing can be checked afterwards
+    metrics["torch_threads"] = torch.get_num_threads()
+    metrics["num_workers"] = num_workers
     if trainer.is_global_zero:
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
         print("final metrics:", json.dumps({k: round(v, 4) for k, v in metrics.items()}, sort_keys=True))

@@ -3,7 +3,7 @@
 Writes ``predictions.csv`` (``image,xmin,ymin,xmax,ymax,score`` [+ ``class,class_prob``]) with boxes
 in the original image's pixels, 1-based and inclusive like the VOC XMLs, rounded to 0.1 pixel, and
 a copy of each image with its box drawn in red under ``drawn/``. ``score`` is the head's confidence
-(:func:`petloc.inference.head_score`: the centre head's softmax mass around the chosen cell, 1.0 for
+(``PetLocModule.predict_boxes``: the centre head's softmax mass around the chosen cell, 1.0 for
 global regression heads). Files that cannot be decoded are reported and skipped.
 """
 

@@ -22,6 +22,7 @@ class HeadOutput:
     box: Tensor
     cell_logits: Tensor | None = None
     cell_boxes: Tensor | None = None  # [B, H, W, 4] per-cell boxes (dense heads only)
+    score: Tensor | None = None  # [B] confidence of ``box`` (dense heads only; global heads have none)
 
 
 def cxcywh_to_xyxy(raw: Tensor) -> Tensor:
@@ -134,7 +135,8 @@ class CenterHead(BoxHead):
         bw, bh = t[:, 2], t[:, 3]
         boxes = torch.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], dim=-1)  # [B, H, W, 4]
         logits = p[:, 0].reshape(b, h * w)
-        return HeadOutput(box=self._decode(logits, boxes), cell_logits=logits, cell_boxes=boxes)
+        box, score = self._decode(logits, boxes)
+        return HeadOutput(box=box, cell_logits=logits, cell_boxes=boxes, score=score)
 
     def _near(self, cell: Tensor, h: int, w: int) -> Tensor:
         """[B, H, W] mask of the cells within ``radius`` (Chebyshev) of each sample's ``cell``."""
@@ -144,12 +146,15 @@ class CenterHead(BoxHead):
         rows, cols = (cell // w).view(b, 1, 1), (cell % w).view(b, 1, 1)
         return ((yy - rows).abs() <= self.radius) & ((xx - cols).abs() <= self.radius)
 
-    def _decode(self, logits: Tensor, boxes: Tensor) -> Tensor:
+    def _decode(self, logits: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor]:
+        """(box, score): the neighbourhood's score-weighted box, and its softmax mass as confidence."""
         b, h, w, _ = boxes.shape
         scores = torch.softmax(logits.float(), dim=1).reshape(b, h, w)
         weights = scores * self._near(logits.argmax(dim=1), h, w)
-        weights = weights / weights.sum(dim=(1, 2), keepdim=True).clamp_min(1e-12)
-        return (boxes.float() * weights.unsqueeze(-1)).sum(dim=(1, 2)).to(boxes.dtype)
+        mass = weights.sum(dim=(1, 2))
+        weights = weights / mass.clamp_min(1e-12).view(b, 1, 1)
+        box = (boxes.float() * weights.unsqueeze(-1)).sum(dim=(1, 2)).to(boxes.dtype)
+        return box, mass
 
     def loss(self, out: HeadOutput, target: Tensor, box_loss: nn.Module) -> Tensor:
         assert out.cell_logits is not None and out.cell_boxes is not None

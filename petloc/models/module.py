@@ -86,9 +86,13 @@ class PetLocModule(L.LightningModule):
         return out, logits
 
     def predict_boxes(self, images: Tensor) -> dict[str, Tensor]:
-        """Boxes clipped to the frame (+ class probabilities): what eval, predict and export return."""
+        """What eval, predict and export return: ``box`` [B, 4] clipped to the frame, ``score`` [B]
+        (the centre head's softmax mass around the chosen cell; 1.0 for global heads, which have no
+        notion of confidence) and, in class-aware modes, ``class_prob`` [B, C]."""
         out, logits = self(images)
-        result = {"box": out.box.float().clamp(0, 1)}
+        box = out.box.float().clamp(0, 1)
+        score = out.score.float() if out.score is not None else box.new_ones(box.shape[0])
+        result = {"box": box, "score": score}
         if logits is not None:
             result["class_prob"] = torch.softmax(logits.float(), dim=1)
         return result

@@ -131,7 +131,7 @@ def test_center_decode_averages_the_best_cells_neighbourhood(hot: tuple[int, int
     logits[hot[0] * w + hot[1]] = 5.0
     head = CenterHead(in_channels=CHANNELS, radius=radius)
 
-    decoded = head._decode(torch.tensor([logits]), boxes.unsqueeze(0))
+    decoded, _ = head._decode(torch.tensor([logits]), boxes.unsqueeze(0))
 
     torch.testing.assert_close(decoded[0], hand_decode(logits, boxes, hot, radius))
 

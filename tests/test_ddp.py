@@ -1,0 +1,94 @@
+"""Lightning DDP over two CPU processes (gloo), through the console script so Lightning's launcher
+starts the second rank the way a user's run does: it trains, validates, writes checkpoints, and the
+val/iou it logs is the one a single process computes on the same validation set.
+
+The validation set here has an odd size on purpose: a DistributedSampler pads it to a multiple of the
+world size by repeating images, which would weigh those images twice in every logged metric.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from petloc.cli.evaluate import evaluate
+from petloc.data.datamodule import PetsDataModule
+
+PETLOC_TRAIN = Path(sys.executable).with_name("petloc-train")
+WORLD_SIZE, BATCH, EPOCHS = 2, 4, 2
+# 54 synthetic images: 48 boxed, split 37 train / 11 validation (odd: see the module docstring)
+N_SYNTHETIC = 54
+METRICS = ("val/iou", "val/acc50", "val/acc75", "val/iou_pooled", "val/iou_mean_box", "val/loss")
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes_logs_the_single_process_val_iou(
+    tmp_path: Path, cache_dir: Path, make_cfg: Callable[..., DictConfig]
+) -> None:
+    run = tmp_path / "run"
+    command = [
+        str(PETLOC_TRAIN),
+        f"hydra.run.dir={run}",
+        f"paths.cache_dir={cache_dir}",
+        "trainer=ddp_cpu",
+        f"trainer.devices={WORLD_SIZE}",
+        f"trainer.max_epochs={EPOCHS}",
+        "trainer.max_time=null",
+        "trainer.enable_progress_bar=false",
+        "image_size=64",
+        f"data.synthetic.n={N_SYNTHETIC}",
+        f"data.batch_size={BATCH}",
+        "data.num_workers=0",
+        "callbacks.ema.update_starting_at_step=0",  # validate trained weights in so short a run
+    ]
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=540)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-6000:]
+    assert f"Starting with {WORLD_SIZE} processes" in output
+
+    best = torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    datamodule: PetsDataModule = instantiate(OmegaConf.create(best["petloc_config"]).data)
+    datamodule.setup("fit")
+    n_train, n_val = len(datamodule.train_records), len(datamodule.val_records)
+    assert n_val % WORLD_SIZE == 1
+
+    # Each rank trained on its half of the training set: half the optimizer steps of one process.
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs"] == EPOCHS
+    assert metrics["global_step"] == EPOCHS * (math.ceil(n_train / WORLD_SIZE) // BATCH)
+
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    logged = {tag: [e.value for e in events.Scalars(tag)] for tag in METRICS}
+    assert len(logged["val/iou"]) == EPOCHS
+    best_epoch = max(range(EPOCHS), key=lambda e: logged["val/iou"][e])
+    (score,) = [
+        float(v["best_model_score"])
+        for k, v in best["callbacks"].items()
+        if "ModelCheckpoint" in k and v["monitor"] == "val/iou"
+    ]
+    assert score == pytest.approx(logged["val/iou"][best_epoch], abs=1e-7)
+
+    single = evaluate(
+        make_cfg(
+            f"ckpt_path={run / 'checkpoints' / 'best.ckpt'}",
+            f"output={tmp_path / 'eval'}",
+            config_name="eval",
+        )
+    )
+    assert single["n_images"] == n_val
+    for name in METRICS:
+        assert single[name] == pytest.approx(logged[name][best_epoch], abs=1e-5), name
