@@ -267,13 +267,39 @@ def test_a_killed_run_resumes_where_its_last_checkpoint_left_off(tmp_path: Path,
 
 # ---- 2. a crash while a checkpoint is written never tears it ------------------------------------
 # Saves version 1, waits for a line on stdin, saves version 2 (NUMEL float32 values of the version).
+# A slow disk: both ways bytes reach a checkpoint file (torch.save into an open file, and the
+# sendfile copy that shutil.move falls back to across file systems) go in 2 MiB pieces, 50 ms apart,
+# so a save lasts over a second and the kill, however the test process is scheduled, lands inside it.
 WRITER = textwrap.dedent(
     """
+    import io
+    import os
     import sys
+    import time
+
     import torch
     from lightning.pytorch.plugins.io import TorchCheckpointIO
     from petloc.checkpoint import AtomicCheckpointIO
 
+    CHUNK = 2 * 2**20
+    real_save, real_sendfile = torch.save, os.sendfile
+
+    def slow_save(obj, f, *args, **kwargs):
+        if isinstance(f, io.BytesIO):
+            return real_save(obj, f, *args, **kwargs)
+        buffer = io.BytesIO()
+        real_save(obj, buffer, *args, **kwargs)
+        data = buffer.getvalue()
+        for i in range(0, len(data), CHUNK):
+            f.write(data[i : i + CHUNK])
+            f.flush()
+            time.sleep(0.05)
+
+    def slow_sendfile(out_fd, in_fd, offset, count):
+        time.sleep(0.05)
+        return real_sendfile(out_fd, in_fd, offset, min(count, CHUNK))
+
+    torch.save, os.sendfile = slow_save, slow_sendfile
     checkpoint_io = {"lightning": TorchCheckpointIO, "petloc": AtomicCheckpointIO}[sys.argv[1]]()
     target, numel = sys.argv[2], int(sys.argv[3])
     for version in (1, 2):
@@ -283,7 +309,7 @@ WRITER = textwrap.dedent(
         sys.stdin.readline()
     """
 )
-NUMEL = 64 * 2**20  # 256 MiB: writing it takes long enough for the kill to land inside the save
+NUMEL = 16 * 2**20  # 64 MiB
 
 
 def other_filesystem(path: Path) -> Path | None:
@@ -294,16 +320,20 @@ def other_filesystem(path: Path) -> Path | None:
     return None
 
 
-def snapshot(folder: Path) -> dict[str, tuple[int, int, int]] | None:
-    """(inode, size, mtime) of every file in ``folder``; None if a file vanished while listing."""
-    try:
-        return {e.name: (e.inode(), e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(folder)}
-    except FileNotFoundError:
-        return None
+def sizes(folder: Path) -> dict[str, tuple[int, int]]:
+    """(inode, size) of every file in ``folder`` (a file vanishing while listed is left out)."""
+    out = {}
+    for entry in os.scandir(folder):
+        try:
+            out[entry.name] = (entry.inode(), entry.stat().st_size)
+        except FileNotFoundError:
+            continue
+    return out
 
 
 def kill_during_second_save(kind: str, target: Path, tmpdir: Path) -> str:
-    """Run WRITER; SIGKILL it as soon as its second save touches the target's folder; its stdout."""
+    """Run WRITER; SIGKILL it once its second save has written part of a file in the target's
+    folder (the target itself, or a new file beside it); returns its stdout after the first save."""
     proc = subprocess.Popen(
         [sys.executable, "-c", WRITER, kind, str(target), str(NUMEL)],
         stdin=subprocess.PIPE,
@@ -314,16 +344,18 @@ def kill_during_second_save(kind: str, target: Path, tmpdir: Path) -> str:
     assert proc.stdin is not None and proc.stdout is not None
     try:
         assert proc.stdout.readline().strip() == "saved 1"
-        before = snapshot(target.parent)
+        before = sizes(target.parent)
+        full = before[target.name][1]
         proc.stdin.write("\n")
         proc.stdin.flush()
         deadline = time.monotonic() + 120
-        while snapshot(target.parent) == before and proc.poll() is None and time.monotonic() < deadline:
-            pass  # busy-wait: the kill must land within the save, which lasts a fraction of a second
+        while proc.poll() is None and time.monotonic() < deadline:
+            if any(v != before.get(k) and 0 < v[1] < full for k, v in sizes(target.parent).items()):
+                break
     finally:
         proc.kill()
         proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    assert proc.returncode == -signal.SIGKILL, "the writer finished before a partial file was seen"
     return proc.stdout.read()
 
 
@@ -344,13 +376,15 @@ def test_a_kill_while_saving_leaves_the_previous_checkpoint_whole(
     out = kill_during_second_save("petloc", target, scratch_tmpdir)
     assert "saved 2" not in out
 
-    checkpoint = torch.load(target, map_location="cpu", weights_only=True)  # whole, and safe to load
-    version = checkpoint["version"]
-    assert torch.equal(checkpoint["state_dict"]["w"], torch.full((NUMEL,), float(version)))
-    leftovers = [p for p in target.parent.iterdir() if p != target]
-    if leftovers:  # killed before the rename, as intended: the old version is what remains
-        assert version == 1
-    assert remove_orphans(target) == leftovers  # the dead writer's partial file is cleaned up
+    # the kill hit the second save half-way: its bytes are in a partial file beside the target...
+    (partial,) = [p for p in target.parent.iterdir() if p != target]
+    full = target.stat().st_size
+    assert 0 < partial.stat().st_size < full
+    # ...and the target is still the first version, whole, and loads safely
+    checkpoint = torch.load(target, map_location="cpu", weights_only=True)
+    assert checkpoint["version"] == 1
+    assert torch.equal(checkpoint["state_dict"]["w"], torch.ones(NUMEL))
+    assert remove_orphans(target) == [partial]  # the dead writer's file goes at the next save
     assert list(target.parent.iterdir()) == [target]
 
 

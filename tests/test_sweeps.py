@@ -17,6 +17,7 @@ import subprocess
 import sys
 import urllib.parse
 from collections.abc import Callable, Iterator
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -45,17 +46,18 @@ PETLOC_TRAIN = BIN / "petloc-train"
 PETLOC_COMPARE = BIN / "petloc-compare"
 SWEEP_TIMEOUT_S = 300
 
-# CI-sized runs; ema from step 1 so that two one-batch epochs still validate trained weights.
+# CI-sized runs of two one-batch epochs. The EMA starts at step 1 and the lr warm-up ends at step 1,
+# so the two steps move the validated weights: each job of a sweep then ends with its own metrics.
 TINY = (
     "image_size=64",
     "data.synthetic.n=60",
     "trainer.max_epochs=2",
+    "trainer.max_time=null",
     "callbacks.ema.update_starting_at_step=1",
+    "scheduler.warmup_steps=1",
     "trainer.enable_progress_bar=false",
 )
-# trainer.max_time is one of the keys conf/hydra/default.yaml keeps out of the job folders' names.
-NO_TIME_LIMIT = "trainer.max_time=null"
-SMALL = (*TINY, "data.num_workers=0", NO_TIME_LIMIT)
+SMALL = (*TINY, "data.num_workers=0")
 LOSSES = ("mse", "giou")
 ALPHAS = ("0.25", "0.5")
 
@@ -93,9 +95,18 @@ def metrics_of(job: Path) -> dict[str, float]:
     return json.loads((job / "metrics.json").read_text())
 
 
+@cache
+def keys_left_out_of_names() -> frozenset[str]:
+    """The override keys conf/hydra/default.yaml keeps out of job folder names (``exclude_keys``)."""
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", return_hydra_config=True)
+    return frozenset(cfg.hydra.job.config.override_dirname.exclude_keys)
+
+
 def override_dirname(*overrides: str) -> str:
-    """A job folder's name as conf/hydra/default.yaml makes it: the job's overrides sorted, comma-joined."""
-    return ",".join(sorted(o for o in overrides if o != NO_TIME_LIMIT))
+    """A job folder's name as Hydra makes it: the job's overrides sorted and comma-joined."""
+    left_out = keys_left_out_of_names()
+    return ",".join(sorted(o for o in overrides if o.split("=", 1)[0] not in left_out))
 
 
 # --- a. the acceptance sweep, petloc-compare and TensorBoard on it -----------------------------------
@@ -146,11 +157,13 @@ def test_compare_tabulates_and_plots_every_job(acceptance_sweep: Path) -> None:
     assert result.returncode == 0, output_tail(result)
 
     jobs = job_dirs(acceptance_sweep)
+    best_ious = {name: metrics_of(job)["val/iou_best"] for name, job in jobs.items()}
+    assert len(set(best_ious.values())) == len(jobs), "a row could then match another job's metrics"
     with (acceptance_sweep / "comparison.csv").open(newline="") as handle:
         rows = {row["run"]: row for row in csv.DictReader(handle)}
     assert set(rows) == set(jobs)
     for name, row in rows.items():
-        assert float(row["best_val_iou"]) == pytest.approx(metrics_of(jobs[name])["val/iou_best"], abs=1e-6)
+        assert float(row["best_val_iou"]) == pytest.approx(best_ious[name], abs=1e-6)
     table = (acceptance_sweep / "comparison.md").read_text().splitlines()
     assert len(table) == 2 + len(jobs)
     assert all(any(name in line for line in table) for name in jobs)
@@ -159,9 +172,12 @@ def test_compare_tabulates_and_plots_every_job(acceptance_sweep: Path) -> None:
     assert width > 500 and height > 300
     # The same figure, built in-process: one two-epoch line per job, labelled by what differs.
     axes = plot_iou_curves(compare_runs([acceptance_sweep])).axes[0]
-    lines = {line.get_label(): len(line.get_xdata()) for line in axes.get_lines()}
-    assert lines == {f"alpha={alpha},loss={loss}": 2 for loss, alpha in expected_job_names().values()}
-    assert [text.get_text() for text in axes.get_legend().get_texts()] == list(lines)
+    labels = [str(line.get_label()) for line in axes.get_lines()]
+    assert [len(line.get_xdata()) for line in axes.get_lines()] == [2] * 4
+    assert {frozenset(label.split(",")) for label in labels} == {
+        frozenset({f"loss={loss}", f"alpha={alpha}"}) for loss, alpha in expected_job_names().values()
+    }
+    assert [text.get_text() for text in axes.get_legend().get_texts()] == labels
 
 
 @pytest.fixture(scope="module")
@@ -269,7 +285,7 @@ def assert_ran_in_parallel(jobs: list[Path]) -> None:
 @pytest.mark.slow
 def test_joblib_jobs_split_the_cores(tmp_path: Path, sweep_env: dict[str, str]) -> None:
     # data.num_workers keeps its default (1) to show the cap: a 1-core share loads in the main process.
-    overrides = ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=0,1", *TINY, NO_TIME_LIMIT)
+    overrides = ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=0,1", *TINY)
     result = petloc_train(tmp_path, *overrides, env=sweep_env)
     assert result.returncode == 0, output_tail(result)
 
@@ -343,7 +359,7 @@ def test_slurm_launcher_asks_for_one_task_per_device(
         *launcher,
         "hydra.launcher.partition=gpu",
         "trainer.devices=2",
-        "trainer.strategy=ddp",
+        "+trainer.strategy=ddp",
         "seed=0,1",
     )
     result = petloc_train(tmp_path, *overrides, env=env)
@@ -389,19 +405,45 @@ def test_optuna_search_reports_its_best_trial(tmp_path: Path, sweep_env: dict[st
     assert {f"{key}={value}" for key, value in results["best_params"].items()} <= set(overrides)
 
 
+@pytest.mark.slow
+def test_optuna_search_goes_on_after_a_failed_trial(tmp_path: Path, sweep_env: dict[str, str]) -> None:
+    # lr is a choice of a diverging 1e+30 and a sane 0.003; with this sampler seed (and the pinned
+    # optuna) the first trial draws 1e+30, so the second one runs only if the search survives the first.
+    search = (
+        "hparams_search=optuna_iou",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.sampler.seed=2",
+        'hydra.sweeper.params={optimizer.lr:"choice(1e+30,0.003)"}',
+    )
+    result = petloc_train(tmp_path, *search, *SMALL, env=sweep_env)
+    assert result.returncode == 0, output_tail(result)
+
+    log = result.stdout + result.stderr
+    first, second = log.index("#0 : optimizer.lr="), log.index("#1 : optimizer.lr=")
+    assert log[first:].startswith("#0 : optimizer.lr=1e+30"), "the seed no longer draws 1e+30 first"
+    assert first < log.index("Failed experiment: non-finite loss") < second
+    sweep = tmp_path / "sweep"
+    finished = [job for job in job_dirs(sweep).values() if (job / "metrics.json").is_file()]
+    assert len(job_dirs(sweep)) == 2 and len(finished) == 1
+    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert results["best_params"]["optimizer.lr"] == 0.003
+    assert results["best_value"] == pytest.approx(metrics_of(finished[0])["val/iou_best"], abs=1e-6)
+
+
 # --- e. a failing job ---------------------------------------------------------------------------------
 
 
 @pytest.mark.slow
 def test_a_failing_job_does_not_stop_the_others(tmp_path: Path, sweep_env: dict[str, str]) -> None:
     # lr=1e30 blows the weights up after one step: the next loss is not finite and nan_policy=stop raises.
-    result = petloc_train(tmp_path, "optimizer.lr=1e30,0.003", "nan_policy=stop", *SMALL, env=sweep_env)
+    # (Written as Hydra writes a swept float back into the job's overrides and its folder name.)
+    result = petloc_train(tmp_path, "optimizer.lr=1e+30,0.003", "nan_policy=stop", *SMALL, env=sweep_env)
 
     assert result.returncode != 0, output_tail(result)
-    assert "Error executing job with overrides: ['optimizer.lr=1e30'" in result.stderr, output_tail(result)
+    assert "Error executing job with overrides: ['optimizer.lr=1e+30'" in result.stderr, output_tail(result)
     assert "non-finite loss" in result.stderr, output_tail(result)
     jobs = job_dirs(tmp_path / "sweep")
-    failed = jobs[override_dirname("optimizer.lr=1e30", "nan_policy=stop", *SMALL)]
+    failed = jobs[override_dirname("optimizer.lr=1e+30", "nan_policy=stop", *SMALL)]
     finished = jobs[override_dirname("optimizer.lr=0.003", "nan_policy=stop", *SMALL)]
     assert not (failed / "metrics.json").exists()
     assert metrics_of(finished)["epochs"] == 2
