@@ -13,6 +13,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
@@ -85,12 +86,14 @@ def limit_cpu_use(num_workers: int) -> int:
 HPARAM_METRICS = ("val/iou_best", "val/iou", "val/acc50", "val/acc75")
 
 
+@rank_zero_only
 def log_hparams(trainer: L.Trainer, hparams: dict[str, Any]) -> None:
     """Register the run's overrides with TensorBoard's HParams plugin against the final metrics.
 
     The plugin reads metric values from the scalars of the same names, so only the session (the
     hparams and the metric names) is written here: passing placeholder values to Lightning's
-    ``log_hyperparams`` would plot a fake 0 at the start of every curve.
+    ``log_hyperparams`` would plot a fake 0 at the start of every curve. Rank zero only: under DDP
+    the other ranks' loggers have no writer.
     """
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):

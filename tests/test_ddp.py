@@ -29,7 +29,9 @@ PETLOC_TRAIN = Path(sys.executable).with_name("petloc-train")
 WORLD_SIZE, BATCH, EPOCHS = 2, 4, 2
 # 54 synthetic images: 48 boxed, split 37 train / 11 validation (odd: see the module docstring)
 N_SYNTHETIC = 54
-METRICS = ("val/iou", "val/acc50", "val/acc75", "val/iou_pooled", "val/iou_mean_box", "val/loss")
+# per-image metrics: exactly the single process's. val/loss is not among them: the centre head's loss
+# is normalised over each batch, and the two ranks batch the validation set differently (6+5 images).
+METRICS = ("val/iou", "val/acc50", "val/acc75", "val/iou_pooled", "val/iou_mean_box")
 
 
 @pytest.mark.slow
@@ -92,3 +94,5 @@ def test_ddp_on_two_cpu_processes_logs_the_single_process_val_iou(
     assert single["n_images"] == n_val
     for name in METRICS:
         assert single[name] == pytest.approx(logged[name][best_epoch], abs=1e-5), name
+    val_loss = events.Scalars("val/loss")[best_epoch].value
+    assert single["val/loss"] == pytest.approx(val_loss, rel=0.02)

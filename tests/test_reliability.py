@@ -248,7 +248,9 @@ def test_a_killed_run_resumes_where_its_last_checkpoint_left_off(tmp_path: Path,
     assert min(s for series in scalars.values() for s, _ in series) >= step
     assert sorted({int(v) for _, v in scalars["epoch"]}) == list(range(epoch + 1, max_epochs))
     val_iou = [v for _, v in scalars["val/iou"]]
-    expected_steps = [step + steps_per_epoch * k for k in range(1, max_epochs - epoch)]
+    # Lightning logs an epoch's validation at the step of its last training batch (global_step - 1),
+    # in a fresh run as in a resumed one
+    expected_steps = [step - 1 + steps_per_epoch * k for k in range(1, max_epochs - epoch)]
     assert [s for s, _ in scalars["val/iou"]] == expected_steps
     # val/iou_best remembers the killed run's best
     best = [v for _, v in scalars["val/iou_best"]]

@@ -1,10 +1,10 @@
 """Sweeps as a user runs them: ``petloc-train -m`` in a subprocess, with each launcher and with Optuna.
 
-Every test trains for real (tiny: 60 synthetic images at 64 px, two epochs) and checks what a sweep
+The slow tests train for real (tiny: 60 synthetic images at 64 px, two epochs) and check what a sweep
 leaves behind: the job folders named from the overrides, each a complete run folder; petloc-compare and
-the real TensorBoard over the sweep folder; CPU sharing between parallel jobs; Optuna's result file;
-and that one failing job does not take the sweep's other jobs down. The SLURM test fakes only the
-cluster (``sbatch``), to read the job script the real launcher would submit.
+the real TensorBoard over the sweep folder; CPU sharing between parallel jobs; Optuna's result file,
+also after a failed trial; and that one failing job does not take the sweep's other jobs down. The
+SLURM test fakes only the cluster (``sbatch``), to read the job script the real launcher would submit.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
 from petloc.data.augment import AugmentConfig, apply_with_box, eval_transform, train_transform
@@ -132,10 +133,18 @@ class PetsDataModule(L.LightningDataModule):
     def _loader(self, records: list[Record], train: bool) -> DataLoader:
         assert self.cache is not None, "call setup() first"
         dataset = BoxDataset(records, self.cache, self.image_size, self.augment if train else None)
+        sampler = None
+        if not train and self.trainer is not None and self.trainer.world_size > 1:
+            # Lightning's default DistributedSampler pads the set to a multiple of the world size by
+            # repeating images, which would count them twice in every val metric.
+            sampler = UnrepeatedDistributedSampler(
+                dataset, num_replicas=self.trainer.world_size, rank=self.trainer.global_rank, shuffle=False
+            )
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
             shuffle=train,
+            sampler=sampler,
             drop_last=train and len(records) > self.batch_size,
             num_workers=self.num_workers,
             persistent_workers=self.persistent_workers and self.num_workers > 0,

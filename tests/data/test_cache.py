@@ -159,6 +159,9 @@ def test_undecodable_files_are_reported_and_dropped(images: Path, tmp_path: Path
     cache, usable = build_decode_cache(records, 64, tmp_path / "cache", report, progress=False)
     assert [r.image_id for r in usable] == ["Abyssinian_1"]
     assert report.n_usable == 1
-    assert [e.split(": ")[0] for e in report.problems["unreadable_image"]] == ["Bengal_105.jpg", "Abyssinian_5.jpg"]
+    assert [e.split(": ")[0] for e in report.problems["unreadable_image"]] == [
+        "Bengal_105.jpg",
+        "Abyssinian_5.jpg",
+    ]
     assert all("truncated" in e for e in report.problems["unreadable_image"])
     assert list(cache.index) == ["Abyssinian_1"]
