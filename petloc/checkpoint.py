@@ -22,6 +22,8 @@ from fsspec.implementations.local import LocalFileSystem
 from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from petloc.processes import process_alive
+
 TMP_SUFFIX = ".tmp"
 
 
@@ -29,14 +31,6 @@ def _temp_path(path: Path, pid: int) -> Path:
     """The hidden file ``path`` is written to before the rename: ``.best.ckpt.<pid>.tmp``."""
     return path.with_name(f".{path.name}.{pid}{TMP_SUFFIX}")
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by another user
-        return True
     return True
 
 
@@ -49,7 +43,7 @@ def remove_orphans(path: Path) -> list[Path]:
     removed = []
     for tmp in path.parent.glob(f".{path.name}.*{TMP_SUFFIX}"):
         pid = tmp.name[len(path.name) + 2 : -len(TMP_SUFFIX)]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid)):
             tmp.unlink(missing_ok=True)
             removed.append(tmp)
     return removed

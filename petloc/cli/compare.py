@@ -16,6 +16,7 @@ import csv
 import json
 import os
 import sys
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -273,8 +274,9 @@ def plot_iou_curves(runs: Sequence[RunSummary], path: Path | None = None) -> Fig
     ax.set_ylabel("val/iou (mean per-image IoU)")
     title = f"val/iou per epoch, {len(plotted)} run(s)"
     if shared:
-        title += "\nall runs: " + ",".join(shared)
-    ax.set_title(title)
+        # wrapped: a sweep over a dataset path would otherwise run off the figure
+        title += "\n" + textwrap.fill("all runs: " + ", ".join(shared), width=110)
+    ax.set_title(title, fontsize="medium")
     ax.grid(True, alpha=0.3)
     if plotted:
         # Outside the axes so 20 labels never hide the curves; listed best run first.

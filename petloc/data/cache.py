@@ -26,6 +26,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from petloc.data.oxford import DataReport, Record
+from petloc.processes import process_alive
 
 CACHE_VERSION = 1
 
@@ -141,15 +142,7 @@ def _remove_stale(folder: Path) -> None:
         shutil.rmtree(folder)
     for tmp in folder.parent.glob(folder.name + ".tmp*"):
         pid = tmp.name.rsplit(".tmp", 1)[-1]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid)):
             shutil.rmtree(tmp, ignore_errors=True)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
     return True

@@ -1,0 +1,43 @@
+"""Lightning callbacks petloc configures by default (``conf/callbacks/``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import EMAWeightAveraging as LightningEMA
+
+
+class EMAWeightAveraging(LightningEMA):
+    """Lightning's EMA of the weights, which uses the live weights until averaging has begun.
+
+    With ``update_starting_at_step=N`` Lightning's callback still swaps its average in for every
+    validation, checkpoint and the end of training, even before step N when that "average" is only
+    the initial copy of the weights: a run shorter than N steps would validate, save and finish with
+    untrained weights. Here validation, ``best.ckpt``/``last.ckpt``'s ``state_dict`` and the final
+    model are the live weights until the first average exists, and the average from then on.
+    """
+
+    def _averaging(self) -> bool:
+        return self._average_model is not None and int(self._average_model.n_averaged) > 0
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._averaging():
+            super().on_validation_epoch_start(trainer, pl_module)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._averaging():
+            super().on_validation_epoch_end(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._averaging():
+            super().on_train_end(trainer, pl_module)
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        averaging = self._averaging()
+        super().on_save_checkpoint(trainer, pl_module, checkpoint)
+        if not averaging and "current_model_state" in checkpoint:
+            # the weights that were validated; resuming still finds Lightning's layout
+            checkpoint["state_dict"] = checkpoint["current_model_state"]
