@@ -31,8 +31,6 @@ def _temp_path(path: Path, pid: int) -> Path:
     """The hidden file ``path`` is written to before the rename: ``.best.ckpt.<pid>.tmp``."""
     return path.with_name(f".{path.name}.{pid}{TMP_SUFFIX}")
 
-    return True
-
 
 def remove_orphans(path: Path) -> list[Path]:
     """Delete the temporary files of killed writers of ``path``; returns what was removed.

@@ -144,5 +144,3 @@ def _remove_stale(folder: Path) -> None:
         pid = tmp.name.rsplit(".tmp", 1)[-1]
         if pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid)):
             shutil.rmtree(tmp, ignore_errors=True)
-
-    return True
