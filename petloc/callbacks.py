@@ -38,6 +38,18 @@ class EMAWeightAveraging(LightningEMA):
     ) -> None:
         averaging = self._averaging()
         super().on_save_checkpoint(trainer, pl_module, checkpoint)
-        if not averaging and "current_model_state" in checkpoint:
+        live = checkpoint.get("current_model_state")
+        if live is None:
+            return
+        if not averaging:
             # the weights that were validated; resuming still finds Lightning's layout
-            checkpoint["state_dict"] = checkpoint["current_model_state"]
+            checkpoint["state_dict"] = live
+            return
+        # The average covers parameters and buffers only. Other module state (persistent metric
+        # states such as val/iou_best's running max) lives in the live module; the averaged copy
+        # still holds its initial value (-inf for a max), so it is taken from the live module.
+        averaged = {name for name, _ in pl_module.named_parameters()}
+        averaged |= {name for name, _ in pl_module.named_buffers()}
+        for key in checkpoint["state_dict"].keys() - averaged:
+            if key in live:
+                checkpoint["state_dict"][key] = live[key]

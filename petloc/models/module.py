@@ -170,11 +170,6 @@ class PetLocModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["petloc_config"] = self.run_config
-        # Weight averaging (EMA) saves its averaged copy as "state_dict"; that copy never validates,
-        # so its val_iou_best would stay at the initial -inf. It gets the run's real best instead.
-        for key, value in self.val_iou_best.state_dict(prefix="val_iou_best.").items():
-            if key in checkpoint["state_dict"]:
-                checkpoint["state_dict"][key] = value
 
     # ---- optimization ----------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
