@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,11 +13,21 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from petloc import CONFIG_DIR
 
 REPO = Path(__file__).resolve().parent.parent
 OXFORD_SAMPLE = Path(os.environ.get("PETLOC_OXFORD_SAMPLE", REPO.parent / "shared/data/oxford-pets-sample"))
+# The console script of this environment, for tests that run training as a user does.
+PETLOC_TRAIN = Path(sys.executable).with_name("petloc-train")
+
+
+def event_scalars(path: Path) -> dict[str, list[tuple[int, float]]]:
+    """(step, value) of every scalar in one TensorBoard event file or a folder of them, in logging order."""
+    events = EventAccumulator(str(path))
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
 @pytest.fixture(scope="session")

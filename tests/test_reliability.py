@@ -31,15 +31,13 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from petloc import CONFIG_DIR
 from petloc.checkpoint import AtomicCheckpointIO, remove_orphans
 from petloc.models.module import PetLocModule
 from petloc.train import train
-from tests.conftest import REPO
+from tests.conftest import PETLOC_TRAIN, REPO, event_scalars
 
-PETLOC_TRAIN = Path(sys.executable).with_name("petloc-train")
 # CI-sized: 60 synthetic images (48 train, 12 val), 64 px, batches of 8, no loader workers. The EMA
 # starts at once (the default waits 100 steps, longer than these runs), so validation scores trained
 # weights and the EMA's own state goes through the checkpoints.
@@ -62,13 +60,6 @@ def child_env() -> dict[str, str]:
 
 def tail(path: Path, lines: int = 40) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-
-
-def event_scalars(path: Path) -> dict[str, list[tuple[int, float]]]:
-    """(step, value) of every scalar in one event file or a folder of them."""
-    events = EventAccumulator(str(path))
-    events.Reload()
-    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
 def assert_same_state(actual: Any, expected: Any, where: str = "") -> None:

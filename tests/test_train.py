@@ -12,10 +12,10 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from petloc import CONFIG_DIR
 from petloc.train import train
+from tests.conftest import event_scalars
 
 # Small and single-process: the CI machine may be busy, and workers only add start-up time here.
 SMALL = ("image_size=64", "data.num_workers=0")
@@ -50,10 +50,8 @@ def test_fast_dev_run_trains_and_validates(
 
 
 def scalars(folder: Path) -> dict[str, list[float]]:
-    """Every scalar series in the event files of ``folder``, in logging order."""
-    events = EventAccumulator(str(folder))
-    events.Reload()
-    return {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+    """Every scalar series in the event files of ``folder``, values only, in logging order."""
+    return {tag: [value for _, value in series] for tag, series in event_scalars(folder).items()}
 
 
 @pytest.fixture(scope="module")
