@@ -53,3 +53,16 @@ class EMAWeightAveraging(LightningEMA):
         for key in checkpoint["state_dict"].keys() - averaged:
             if key in live:
                 checkpoint["state_dict"][key] = live[key]
+
+
+class CloseMosaic(L.Callback):
+    """Stop mosaics for the last share of the training budget (``augment.mosaic_until``), as YOLO's
+    ``close_mosaic`` does: the final, low learning-rate stretch fits the single-image distribution
+    that validation and users' photos have. Progress is the module's share of its step or
+    wall-clock budget, so a 10-minute run stops mosaics after ``mosaic_until`` x 10 minutes."""
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        datamodule = getattr(trainer, "datamodule", None)
+        if datamodule is None or not datamodule.augment.mosaic:
+            return
+        datamodule.set_mosaic(pl_module.training_progress() < datamodule.augment.mosaic_until)

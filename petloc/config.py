@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from hydra.utils import get_class
 from omegaconf import DictConfig
 
 from petloc.models.backbone import BACKBONES
@@ -31,3 +32,10 @@ def validate_config(cfg: DictConfig) -> None:
     fraction = cfg.data.get("val_fraction")
     if not 0 < fraction <= 1:
         raise ConfigError(f"data.val_fraction={fraction!r}: must be in (0, 1]")
+    mosaic = cfg.augment.get("mosaic", 0.0)
+    head = get_class(cfg.head._target_)
+    if mosaic and not getattr(head, "multi_object", False):
+        raise ConfigError(
+            f"augment.mosaic={mosaic}: {head.__name__} regresses one box per image and cannot learn from "
+            "a mosaic, which shows several pets; use head=center or augment.mosaic=0"
+        )

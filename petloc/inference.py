@@ -90,6 +90,8 @@ def merge_config(trained: DictConfig, overrides: DictConfig | None = None) -> Di
         if overrides.get("alpha") is not None:
             cfg.alpha = overrides.alpha
             cfg.backbone.alpha = overrides.alpha
+        if overrides.get("flip_test") is not None:
+            cfg.flip_test = overrides.flip_test
         for group in ("backbone", "head", "data", "paths"):
             node = overrides.get(group)
             if node is None:

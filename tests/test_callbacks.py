@@ -1,4 +1,4 @@
-"""petloc's EMA callback: the live weights until averaging begins, the average after."""
+"""petloc's callbacks: EMA (the live weights until averaging begins, the average after) and CloseMosaic."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from petloc.cli.evaluate import evaluate
 from petloc.train import train
+from tests.conftest import event_scalars
 
 TINY = (
     "image_size=64",
@@ -43,3 +44,14 @@ def test_checkpoint_holds_the_weights_that_were_validated(
     # the saved state_dict is what validation scored: petloc-eval reproduces the logged best val/iou
     scored = evaluate(make_cfg(f"ckpt_path={tmp_path / 'checkpoints' / 'best.ckpt'}", config_name="eval"))
     assert scored["val/iou"] == pytest.approx(metrics["val/iou_best"], abs=1e-4)
+
+
+def test_mosaics_stop_after_their_share_of_the_budget(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    """4 epochs, mosaics until half the budget: epochs 0 and 1 start at progress 0 and 0.25 and train
+    on mosaics, epochs 2 and 3 (0.5, 0.75) on single images; train/mosaic logs the share per epoch."""
+    train(make_cfg(*TINY, "trainer.max_epochs=4", "augment.mosaic=1.0", "augment.mosaic_until=0.5"))
+    shares = [value for _, value in event_scalars(tmp_path / "tensorboard")["train/mosaic"]]
+    assert len(shares) == 4
+    assert min(shares[:2]) > 0.9 and max(shares[2:]) == 0.0, shares

@@ -84,7 +84,9 @@ def instantiate_run(cfg: DictConfig) -> None:
 def test_every_option_composes_and_instantiates(
     group: str, option: str, make_cfg: Callable[..., DictConfig]
 ) -> None:
-    instantiate_run(make_cfg(f"{group}={option}", "image_size=64"))
+    # a global head cannot learn from mosaics: its runs turn the default preset's mosaic off
+    mosaic_off = ["augment.mosaic=0"] if group == "head" and option != "center" else []
+    instantiate_run(make_cfg(f"{group}={option}", "image_size=64", *mosaic_off))
 
 
 def test_keras_v1_preset_is_the_prototype(make_cfg: Callable[..., DictConfig]) -> None:
@@ -188,3 +190,11 @@ def test_optuna_preset_configures_a_seeded_tpe_search(tmp_path: Path) -> None:
         choices = space[group]
         assert isinstance(choices, CategoricalDistribution)
         assert len(choices.choices) > 1 and set(choices.choices) <= set(options(group)), group
+
+
+@pytest.mark.parametrize("head", ["dwsep", "conv", "pooled"])
+def test_validate_rejects_a_mosaic_for_a_global_head(head: str, make_cfg: Callable[..., DictConfig]) -> None:
+    with pytest.raises(ConfigError, match=r"augment.mosaic=0.5.*head=center or augment.mosaic=0"):
+        validate_config(make_cfg(f"head={head}", "augment.mosaic=0.5"))
+    validate_config(make_cfg(f"head={head}", "augment.mosaic=0"))
+    validate_config(make_cfg("head=center", "augment.mosaic=0.5"))

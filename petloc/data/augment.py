@@ -39,6 +39,13 @@ class AugmentConfig:
     gray: float = 0.0
     blur: float = 0.0
     min_visibility: float = 0.6  # a draw that leaves less of the box in view is redrawn
+    mosaic: float = 0.0  # probability of a 2x2 mosaic of four training images (dense heads only)
+    # A mosaic keeps a box with this much of it in view, lower than ``min_visibility``: a visible but
+    # unlabelled head would teach the centre head that heads are background.
+    mosaic_min_visibility: float = 0.25
+    # share of the training budget after which mosaics stop (YOLO's close_mosaic): the last stretch
+    # trains on the single-image distribution that validation sees
+    mosaic_until: float = 1.0
 
 
 def _bbox_params(min_visibility: float = 0.0) -> A.BboxParams:
@@ -123,3 +130,73 @@ def apply_with_box(
                 return out["image"], new, False
     out = fallback(image=image, bboxes=np.asarray([box], dtype=np.float32), labels=labels)
     return out["image"], np.asarray(out["bboxes"][0], dtype=np.float32), True
+
+
+# A 2x2 mosaic holds at most four objects: every training sample carries this many box slots.
+MAX_BOXES = 4
+
+
+def photometric_transform(cfg: AugmentConfig) -> A.Compose:
+    """The preset's flip and colour operations alone: what a mosaic gets after its own geometry."""
+    ops: list[A.BasicTransform] = [A.HorizontalFlip(p=cfg.hflip)]
+    if cfg.color > 0:
+        k = cfg.color_strength
+        ops.append(A.ColorJitter(brightness=k, contrast=k, saturation=k, hue=k / 4, p=cfg.color))
+    if cfg.gray > 0:
+        ops.append(A.ToGray(p=cfg.gray))
+    if cfg.blur > 0:
+        ops.append(A.GaussianBlur(blur_limit=(3, 5), p=cfg.blur))
+    return A.Compose(ops, bbox_params=_bbox_params())
+
+
+def mosaic(
+    images: list[np.ndarray],
+    boxes: list[tuple[float, float, float, float]],
+    size: int,
+    cfg: AugmentConfig,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """YOLO's mosaic for single-object images: four images tiled around a random centre, zoomed.
+
+    Each image is resized to ``size`` x ``size`` (the stretch of the eval resize) and placed in one
+    quadrant of a 2x ``size`` canvas with its corner at a random centre point; the output is a
+    ``size`` window around the canvas centre, zoomed by a factor drawn from ``cfg.scale`` and moved by
+    up to ``cfg.translate``, so objects appear at 0.5-1.3x their usual size among real surroundings
+    (other pets, other rooms) instead of a grey border. Returns the image and the boxes (normalized
+    xyxy, clipped to the frame) that keep at least ``cfg.mosaic_min_visibility`` of their area in view, the
+    first image's box first; possibly none.
+    """
+    s = size
+    canvas = np.full((2 * s, 2 * s, 3), FILL, dtype=np.uint8)
+    xc, yc = (int(v) for v in rng.uniform(0.5 * s, 1.5 * s, size=2))
+    placed = []
+    for quadrant, image, box in zip(rng.permutation(4), images, boxes, strict=True):
+        x0 = xc - s if quadrant % 2 == 0 else xc
+        y0 = yc - s if quadrant < 2 else yc
+        tile = cv2.resize(image, (s, s), interpolation=cv2.INTER_LINEAR)
+        cx0, cy0 = max(x0, 0), max(y0, 0)
+        cx1, cy1 = min(x0 + s, 2 * s), min(y0 + s, 2 * s)
+        canvas[cy0:cy1, cx0:cx1] = tile[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]
+        placed.append(np.asarray(box, dtype=np.float64) * s + [x0, y0, x0, y0])
+    zoom = rng.uniform(*cfg.scale)
+    side = s / zoom
+    wx0, wy0 = s + rng.uniform(-cfg.translate, cfg.translate, size=2) * s - side / 2
+    matrix = np.float32([[zoom, 0, -wx0 * zoom], [0, zoom, -wy0 * zoom]])
+    out = cv2.warpAffine(
+        canvas,
+        matrix,
+        (s, s),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=(FILL,) * 3,
+    )
+    # the part of each box inside both the canvas and the window, in output pixels
+    lo = np.array([max(wx0, 0.0), max(wy0, 0.0)] * 2)
+    hi = np.array([min(wx0 + side, 2.0 * s), min(wy0 + side, 2.0 * s)] * 2)
+    kept = []
+    for box in placed:
+        visible = np.clip(box, lo, hi)
+        area = _area(box)
+        if area > 0 and _area(visible) >= cfg.mosaic_min_visibility * area:
+            kept.append((visible - [wx0, wy0, wx0, wy0]) * zoom / s)
+    return out, np.clip(np.asarray(kept, dtype=np.float32).reshape(-1, 4), 0.0, 1.0)

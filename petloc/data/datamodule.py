@@ -17,7 +17,15 @@ import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
-from petloc.data.augment import AugmentConfig, apply_with_box, eval_transform, train_transform
+from petloc.data.augment import (
+    MAX_BOXES,
+    AugmentConfig,
+    apply_with_box,
+    eval_transform,
+    mosaic,
+    photometric_transform,
+    train_transform,
+)
 from petloc.data.cache import DecodedImages, build_decode_cache
 from petloc.data.oxford import OxfordPets, Record, read_oxford_pets
 from petloc.data.split import stratified_split
@@ -28,7 +36,11 @@ Target = Literal["box", "species", "breed"]
 
 
 class BoxDataset(Dataset):
-    """Cached images + boxes (+ class labels); augmentation keeps the single box (see augment.py)."""
+    """Cached images + boxes (+ class labels); augmentation keeps the single box (see augment.py).
+
+    A sample's ``boxes`` has :data:`MAX_BOXES` rows, of which the first ``num_boxes`` are objects:
+    one, its own box (also ``box``), except in a mosaic, which shows up to four training images.
+    """
 
     def __init__(
         self,
@@ -36,11 +48,18 @@ class BoxDataset(Dataset):
         cache: DecodedImages,
         image_size: int,
         augment: AugmentConfig | None,
+        mosaic_on: torch.Tensor | None = None,
     ) -> None:
         self.records = records
         self.cache = cache
         self.fallback = eval_transform(image_size)
         self.transform = train_transform(image_size, augment) if augment is not None else self.fallback
+        self.image_size = image_size
+        self.augment = augment
+        self.photometric = photometric_transform(augment) if augment is not None and augment.mosaic else None
+        self.rng = np.random.default_rng()
+        # shared-memory flag: the training process switches mosaics off, loader workers see it
+        self.mosaic_on = mosaic_on if mosaic_on is not None else torch.ones(1, dtype=torch.bool)
         self._seeded = False
 
     def __len__(self) -> int:
@@ -50,17 +69,45 @@ class BoxDataset(Dataset):
         if not self._seeded:
             # torch.initial_seed() differs per worker and is fixed by Lightning's seed_everything,
             # so augmentation is random across workers yet reproducible for a given seed.
-            self.transform.set_random_seed(torch.initial_seed() % 2**32)
+            seed = torch.initial_seed() % 2**32
+            self.transform.set_random_seed(seed)
+            if self.photometric is not None:
+                self.photometric.set_random_seed(seed)
+            self.rng = np.random.default_rng(seed)
             self._seeded = True
         r = self.records[index]
-        image, box, _ = apply_with_box(self.transform, self.fallback, self.cache.get(r.image_id), r.box)
+        image, boxes = self._mosaic(index) if self.photometric is not None else (None, None)
+        is_mosaic = image is not None
+        if image is None:
+            image, box, _ = apply_with_box(self.transform, self.fallback, self.cache.get(r.image_id), r.box)
+            boxes = box[None]
+        slots = np.zeros((MAX_BOXES, 4), dtype=np.float32)
+        slots[: len(boxes)] = boxes
         return {
             "image": torch.from_numpy(np.ascontiguousarray(image)),
-            "box": torch.from_numpy(box),
+            "box": torch.from_numpy(slots[0].copy()),
+            "boxes": torch.from_numpy(slots),
+            "num_boxes": len(boxes),
+            "mosaic": is_mosaic,
             "species": r.species,
             "breed": r.breed,
             "index": index,
         }
+
+    def _mosaic(self, index: int, attempts: int = 5) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """With probability ``augment.mosaic``, this sample tiled with three random others; else
+        (or when no draw keeps a box in view) (None, None) and the sample gets the usual pipeline."""
+        assert self.augment is not None and self.photometric is not None
+        if not self.mosaic_on[0] or self.rng.random() >= self.augment.mosaic:
+            return None, None
+        for _ in range(attempts):
+            picks = [self.records[i] for i in (index, *self.rng.integers(len(self.records), size=3))]
+            images = [self.cache.get(r.image_id) for r in picks]
+            image, boxes = mosaic(images, [r.box for r in picks], self.image_size, self.augment, self.rng)
+            if len(boxes):
+                out = self.photometric(image=image, bboxes=boxes, labels=list(range(len(boxes))))
+                return out["image"], np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4)
+        return None, None
 
 
 class PetsDataModule(L.LightningDataModule):
@@ -98,6 +145,11 @@ class PetsDataModule(L.LightningDataModule):
         self.train_records: list[Record] = []
         self.val_records: list[Record] = []
         self.cache: DecodedImages | None = None
+        self.mosaic_on = torch.ones(1, dtype=torch.bool).share_memory_()
+
+    def set_mosaic(self, enabled: bool) -> None:
+        """Switch the training set's mosaics on or off, in running loader workers too."""
+        self.mosaic_on.fill_(enabled)
 
     def prepare_data(self) -> None:
         """Generate the synthetic set if this data config asks for it (rank 0 only under DDP)."""
@@ -132,7 +184,9 @@ class PetsDataModule(L.LightningDataModule):
 
     def _loader(self, records: list[Record], train: bool) -> DataLoader:
         assert self.cache is not None, "call setup() first"
-        dataset = BoxDataset(records, self.cache, self.image_size, self.augment if train else None)
+        dataset = BoxDataset(
+            records, self.cache, self.image_size, self.augment if train else None, self.mosaic_on
+        )
         sampler = None
         if not train and self.trainer is not None and self.trainer.world_size > 1:
             # Lightning's default DistributedSampler pads the set to a multiple of the world size by

@@ -28,6 +28,7 @@ def build_module(cfg: DictConfig, num_classes: int) -> PetLocModule:
         cls_weight=cfg.mode.cls_weight,
         image_size=cfg.image_size,
         nan_policy=cfg.get("nan_policy", "stop"),
+        flip_test=cfg.get("flip_test", False),
     )
     module.run_config = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     return module

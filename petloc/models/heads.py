@@ -9,6 +9,7 @@ learn *where* the object is. Boxes are parameterized as centre + size through a 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +33,12 @@ def cxcywh_to_xyxy(raw: Tensor) -> Tensor:
     return torch.cat([c[..., :2] - half, c[..., :2] + half], dim=-1)
 
 
+def mirror_boxes(boxes: Tensor) -> Tensor:
+    """xyxy boxes (any leading shape) of the horizontally flipped image: x -> 1 - x."""
+    x0, y0, x1, y1 = boxes.unbind(-1)
+    return torch.stack([1 - x1, y0, 1 - x0, y1], dim=-1)
+
+
 def conv_bn_act(cin: int, cout: int, kernel: int = 1, groups: int = 1) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(cin, cout, kernel, padding=kernel // 2, groups=groups, bias=False),
@@ -41,10 +48,21 @@ def conv_bn_act(cin: int, cout: int, kernel: int = 1, groups: int = 1) -> nn.Seq
 
 
 class BoxHead(nn.Module):
-    """Base: a head regressing one box globally, trained with the box loss alone."""
+    """Base: a head regressing one box globally, trained with the box loss alone.
 
-    def loss(self, out: HeadOutput, target: Tensor, box_loss: nn.Module) -> Tensor:
-        return box_loss(out.box, target)
+    ``loss`` takes ``boxes`` [B, K, 4] and ``valid`` [B, K]: the objects in view (K > 1 only in a
+    mosaic). A global head sees one object per image, the first; only dense heads (``multi_object``)
+    can learn from images that show several.
+    """
+
+    multi_object: ClassVar[bool] = False
+
+    def loss(self, out: HeadOutput, boxes: Tensor, valid: Tensor, box_loss: nn.Module) -> Tensor:
+        return box_loss(out.box, boxes[:, 0])
+
+    def merge_mirrored(self, out: HeadOutput, mirrored: HeadOutput) -> HeadOutput:
+        """Test-time flip: the mean of ``out`` and the unmirrored output for the mirrored image."""
+        return HeadOutput(box=(out.box + mirror_boxes(mirrored.box)) / 2)
 
 
 class DWSepHead(BoxHead):
@@ -101,8 +119,10 @@ class CenterHead(BoxHead):
     boxes within ``radius`` of the best cell, the same cells training made accurate.
     """
 
+    multi_object: ClassVar[bool] = True
+
     def __init__(
-        self, in_channels: list[int], width: int = 64, cell_weight: float = 1.0, radius: int = 1
+        self, in_channels: list[int], width: int = 96, cell_weight: float = 0.3, radius: int = 1
     ) -> None:
         super().__init__()
         self.radius = radius
@@ -138,6 +158,18 @@ class CenterHead(BoxHead):
         box, score = self._decode(logits, boxes)
         return HeadOutput(box=box, cell_logits=logits, cell_boxes=boxes, score=score)
 
+    def merge_mirrored(self, out: HeadOutput, mirrored: HeadOutput) -> HeadOutput:
+        """Test-time flip: average the cell log-probabilities and the cell boxes of both views (the
+        mirrored view's maps flipped back), then decode once, so both views vote on the cell."""
+        assert out.cell_logits is not None and out.cell_boxes is not None
+        assert mirrored.cell_logits is not None and mirrored.cell_boxes is not None
+        b, h, w, _ = out.cell_boxes.shape
+        flipped = mirrored.cell_logits.float().view(b, h, w).flip(-1).reshape(b, h * w)
+        logits = (F.log_softmax(out.cell_logits.float(), dim=1) + F.log_softmax(flipped, dim=1)) / 2
+        boxes = (out.cell_boxes + mirror_boxes(mirrored.cell_boxes.flip(2))) / 2
+        box, score = self._decode(logits, boxes)
+        return HeadOutput(box=box, cell_logits=logits, cell_boxes=boxes, score=score)
+
     def _near(self, cell: Tensor, h: int, w: int) -> Tensor:
         """[B, H, W] mask of the cells within ``radius`` (Chebyshev) of each sample's ``cell``."""
         b = cell.shape[0]
@@ -156,15 +188,24 @@ class CenterHead(BoxHead):
         box = (boxes.float() * weights.unsqueeze(-1)).sum(dim=(1, 2)).to(boxes.dtype)
         return box, mass
 
-    def loss(self, out: HeadOutput, target: Tensor, box_loss: nn.Module) -> Tensor:
+    def loss(self, out: HeadOutput, boxes: Tensor, valid: Tensor, box_loss: nn.Module) -> Tensor:
+        """Cross-entropy towards the centre cells of the objects in view (sharing the probability
+        equally: one object, one cell), plus the box loss on every cell within ``radius`` of an
+        object's centre cell, each cell learning the box of its nearest object."""
         assert out.cell_logits is not None and out.cell_boxes is not None
         _, h, w, _ = out.cell_boxes.shape
-        b = target.shape[0]
-        centre = (target[:, :2] + target[:, 2:]) / 2
-        col = (centre[:, 0] * w).long().clamp(0, w - 1)
-        row = (centre[:, 1] * h).long().clamp(0, h - 1)
-        cell = row * w + col
-        cell_loss = F.cross_entropy(out.cell_logits.float(), cell)
-        near = self._near(cell, h, w)
-        targets = target.view(b, 1, 1, 4).expand(b, h, w, 4)
-        return box_loss(out.cell_boxes[near], targets[near]) + self.cell_weight * cell_loss
+        b, k, _ = boxes.shape
+        centre = (boxes[..., :2] + boxes[..., 2:]) / 2  # [B, K, 2]
+        col = (centre[..., 0] * w).long().clamp(0, w - 1)
+        row = (centre[..., 1] * h).long().clamp(0, h - 1)
+        share = torch.zeros(b, h * w, device=boxes.device).scatter_add_(1, row * w + col, valid.float())
+        share = share / share.sum(dim=1, keepdim=True)
+        cell_loss = -(share * F.log_softmax(out.cell_logits.float(), dim=1)).sum(dim=1).mean()
+        yy = torch.arange(h, device=boxes.device).view(1, 1, h, 1)
+        xx = torch.arange(w, device=boxes.device).view(1, 1, 1, w)
+        dist = torch.maximum((yy - row.view(b, k, 1, 1)).abs(), (xx - col.view(b, k, 1, 1)).abs())
+        dist = dist.masked_fill(~valid.view(b, k, 1, 1), h + w)  # [B, K, H, W] in cells
+        nearest_dist, nearest = dist.min(dim=1)  # [B, H, W]; ties go to the first object
+        positive = nearest_dist <= self.radius
+        targets = boxes.gather(1, nearest.view(b, h * w, 1).expand(b, h * w, 4)).view(b, h, w, 4)
+        return box_loss(out.cell_boxes[positive], targets[positive]) + self.cell_weight * cell_loss

@@ -44,6 +44,7 @@ class PetLocModule(L.LightningModule):
         image_size: int = 128,
         log_images: int = 16,
         nan_policy: str = "stop",
+        flip_test: bool = False,
     ) -> None:
         super().__init__()
         # Only plain values go into the checkpoint's hyper-parameters, so checkpoints load with
@@ -78,12 +79,20 @@ class PetLocModule(L.LightningModule):
         return ((x - self.pixel_mean) / self.pixel_std).contiguous(memory_format=torch.channels_last)
 
     def forward(self, images: Tensor) -> tuple[HeadOutput, Tensor | None]:
-        features = self.backbone(self.preprocess(images))
-        out = self.head(features)
-        logits = None
-        if self.classifier is not None:
-            logits = self.classifier(features[-1].mean(dim=(2, 3)))
+        x = self.preprocess(images)
+        out, logits = self._predict(x)
+        if self.hparams.flip_test and not self.training:
+            # test-time flip: the mirrored image votes too (validation, eval, predict and export alike)
+            mirrored, mirrored_logits = self._predict(x.flip(-1))
+            out = self.head.merge_mirrored(out, mirrored)
+            if logits is not None and mirrored_logits is not None:
+                logits = (logits + mirrored_logits) / 2
         return out, logits
+
+    def _predict(self, x: Tensor) -> tuple[HeadOutput, Tensor | None]:
+        features = self.backbone(x)
+        logits = self.classifier(features[-1].mean(dim=(2, 3))) if self.classifier is not None else None
+        return self.head(features), logits
 
     def predict_boxes(self, images: Tensor) -> dict[str, Tensor]:
         """What eval, predict and export return: ``box`` [B, 4] clipped to the frame, ``score`` [B]
@@ -100,11 +109,16 @@ class PetLocModule(L.LightningModule):
     # ---- training --------------------------------------------------------------------------
     def _step(self, batch: dict[str, Tensor]) -> tuple[Tensor, HeadOutput, Tensor | None]:
         out, logits = self(batch["image"])
-        target = batch["box"].to(out.box.dtype)
-        loss = self.head.loss(out, target, self.box_loss)
+        boxes = batch["boxes"].to(out.box.dtype)
+        valid = torch.arange(boxes.shape[1], device=boxes.device) < batch["num_boxes"].view(-1, 1)
+        loss = self.head.loss(out, boxes, valid, self.box_loss)
         if logits is not None:
             labels = batch[LABEL_KEYS[self.hparams.mode]]
-            loss = loss + self.hparams.cls_weight * F.cross_entropy(logits.float(), labels)
+            # A mosaic shows several pets but carries one image's label: it trains the boxes only.
+            single = (~batch["mosaic"]).float()
+            cross_entropy = F.cross_entropy(logits.float(), labels, reduction="none")
+            cross_entropy = (cross_entropy * single).sum() / single.sum().clamp_min(1.0)
+            loss = loss + self.hparams.cls_weight * cross_entropy
         return loss, out, logits
 
     def on_fit_start(self) -> None:
@@ -127,6 +141,8 @@ class PetLocModule(L.LightningModule):
             )
         self.train_loss(loss.detach())
         self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
+        # share of mosaic samples: shows in TensorBoard when augment.mosaic_until stopped them
+        self.log("train/mosaic", batch["mosaic"].float().mean(), on_step=False, on_epoch=True)
         return loss
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:

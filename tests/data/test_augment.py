@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from petloc import CONFIG_DIR
-from petloc.data.augment import AugmentConfig, apply_with_box, eval_transform, train_transform
+from petloc.data.augment import AugmentConfig, apply_with_box, eval_transform, mosaic, train_transform
 from petloc.data.cache import decode_image
 from petloc.data.oxford import Record, read_oxford_pets
 
@@ -160,3 +160,73 @@ def test_a_box_the_preset_always_pushes_out_falls_back_to_the_resize(
         if used:
             assert box == pytest.approx(record.box, abs=1e-6)
             assert np.array_equal(out, cv2.resize(image, (SIZE, SIZE), interpolation=cv2.INTER_LINEAR))
+
+
+def marked_mosaic(
+    samples: list[tuple[np.ndarray, Record]], cfg: AugmentConfig, seed: int
+) -> tuple[np.ndarray, list[np.ndarray | None], list[float]]:
+    """One seeded mosaic of the four samples, plus, for each sample, where its box-filling rectangle
+    marker ends up (pixel box, or None if out of view) and how much of it is visible (pixels over
+    the marker's full area in the output: the tile is the image stretched to SIZE, zoom from ``cfg``).
+
+    Each sample is marked white and black in turn, the others left alone, and the mosaic is redrawn
+    with the same seed: the draw depends on the seed alone, so the outputs differ only in the marker.
+    """
+    images = [image for image, _ in samples]
+    boxes = [record.box for _, record in samples]
+    _, kept = mosaic(images, boxes, SIZE, cfg, np.random.default_rng(seed))
+    where: list[np.ndarray | None] = []
+    visible: list[float] = []
+    for j, (image, record) in enumerate(samples):
+        cover = coverage(*image.shape[:2], record.box, "rectangle")
+        outs = []
+        for value in (255, 0):
+            marked = [paint(image, cover, value) if i == j else im for i, im in enumerate(images)]
+            outs.append(mosaic(marked, boxes, SIZE, cfg, np.random.default_rng(seed))[0])
+        diff = np.abs(outs[0].astype(np.int16) - outs[1].astype(np.int16)).max(axis=-1)
+        zoom = cfg.scale[0]
+        full = (record.box[2] - record.box[0]) * (record.box[3] - record.box[1]) * (SIZE * zoom) ** 2
+        visible.append(float((diff / 255.0).sum()) / full)
+        where.append(marker_box(*outs) if diff.max() >= 128 else None)
+    return kept, where, visible
+
+
+@pytest.mark.realdata
+def test_mosaic_boxes_frame_the_marked_heads_in_order(samples: dict[str, tuple[np.ndarray, Record]]) -> None:
+    """Every head with a visible part keeps its box (clipped to the frame) when the visibility floor
+    is ~0; boxes come in the order of the images, the first image's first."""
+    four = [samples[i] for i in IMAGES[:4]]
+    cfg = AugmentConfig(scale=(0.6, 1.2), translate=0.1, mosaic=1.0, mosaic_min_visibility=1e-6)
+    several = 0
+    for seed in range(30):
+        kept, where, visible = marked_mosaic(four, cfg, seed)
+        # a sliver of under 2 px may or may not cross the half-intensity line: not decidable by pixels
+        if any(
+            v > 0 and (w is None or min(w[2] - w[0], w[3] - w[1]) < 2)
+            for v, w in zip(visible, where, strict=True)
+        ):
+            continue
+        expected = [w for w in where if w is not None]
+        assert len(kept) == len(expected), (seed, len(kept), visible)
+        for box, marker in zip(kept, expected, strict=True):
+            assert_valid(box)
+            assert np.abs(marker - box * SIZE).max() <= TOLERANCE_PX, (seed, box * SIZE, marker)
+        several += len(kept) > 1
+    assert several >= 10  # the mosaic really shows several heads at once
+
+
+@pytest.mark.realdata
+def test_mosaic_drops_heads_mostly_out_of_view(samples: dict[str, tuple[np.ndarray, Record]]) -> None:
+    four = [samples[i] for i in IMAGES[:4]]
+    cfg = AugmentConfig(scale=(1.0, 1.0), translate=0.2, mosaic=1.0, mosaic_min_visibility=0.5)
+    dropped = 0
+    for seed in range(30):
+        kept, where, visible = marked_mosaic(four, cfg, seed)
+        if any(0.45 < v < 0.55 for v in visible):
+            continue  # too close to the floor for anti-aliased pixels to decide
+        expected = [w for w, v in zip(where, visible, strict=True) if v >= 0.5]
+        assert len(kept) == len(expected), (seed, visible)
+        for box, marker in zip(kept, expected, strict=True):
+            assert np.abs(marker - box * SIZE).max() <= TOLERANCE_PX
+        dropped += sum(0 < v < 0.45 for v in visible)
+    assert dropped > 0  # some heads were partly visible yet dropped

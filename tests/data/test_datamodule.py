@@ -16,6 +16,7 @@ import torch
 import yaml
 
 from petloc import CONFIG_DIR
+from petloc.data.augment import MAX_BOXES
 from petloc.data.datamodule import PetsDataModule
 
 SIZE = 64
@@ -133,3 +134,38 @@ def test_train_batches_carry_the_augmented_boxes(make_dm: Callable[..., PetsData
     boxes = torch.tensor([dm.train_records[i].box for i in batch["index"].tolist()], dtype=torch.float32)
     mirrored = torch.stack([1 - boxes[:, 2], boxes[:, 1], 1 - boxes[:, 0], boxes[:, 3]], dim=1)
     assert torch.allclose(batch["box"], mirrored, atol=1e-6)
+
+
+@pytest.mark.realdata
+def test_mosaic_batches_carry_several_boxes_in_fixed_slots(make_dm: Callable[..., PetsDataModule]) -> None:
+    dm = make_dm(augment={**preset("strong"), "mosaic": 0.5})
+    L.seed_everything(0, verbose=False)
+    batches = [batch for _, batch in zip(range(4), dm.train_dataloader(), strict=False)]
+    counts = torch.cat([b["num_boxes"] for b in batches])
+    flags = torch.cat([b["mosaic"] for b in batches])
+    assert 0.25 < flags.float().mean() < 0.75  # about half the samples are mosaics
+    assert (counts[~flags] == 1).all() and (counts >= 1).all() and (counts[flags] > 1).any()
+    for batch in batches:
+        boxes, n = batch["boxes"], batch["num_boxes"]
+        assert boxes.shape == (BATCH, MAX_BOXES, 4)
+        assert torch.equal(batch["box"], boxes[:, 0])
+        used = torch.arange(MAX_BOXES) < n[:, None]
+        assert (boxes[~used] == 0).all()  # empty slots stay zero
+        real = boxes[used]
+        assert ((real >= 0) & (real <= 1)).all() and (real[:, :2] < real[:, 2:]).all()
+    val = next(iter(dm.val_dataloader()))
+    assert (val["num_boxes"] == 1).all() and not val["mosaic"].any()
+
+
+@pytest.mark.realdata
+def test_set_mosaic_reaches_a_running_loader_worker(make_dm: Callable[..., PetsDataModule]) -> None:
+    """CloseMosaic flips the flag in the training process; a persistent worker, started before, must
+    stop making mosaics from the next epoch on."""
+    dm = make_dm(augment={**preset("strong"), "mosaic": 1.0}, num_workers=1, persistent_workers=True)
+    L.seed_everything(0, verbose=False)
+    loader = dm.train_dataloader()
+    assert next(iter(loader))["mosaic"].float().mean() > 0.9
+    dm.set_mosaic(False)
+    assert not any(batch["mosaic"].any() for batch in loader)
+    dm.set_mosaic(True)
+    assert next(iter(loader))["mosaic"].float().mean() > 0.9

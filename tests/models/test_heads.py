@@ -52,10 +52,15 @@ def test_gradient_reaches_every_parameter(name: str) -> None:
     head = HEADS[name](in_channels=CHANNELS).train()
     target = torch.tensor([[0.1, 0.2, 0.6, 0.9], [0.4, 0.3, 0.8, 0.7], [0.0, 0.0, 1.0, 1.0]])
     out = head(features((4, 4), (2, 2)))
-    head.loss(out, target, IoUBoxLoss("giou", l1_weight=1.0)).backward()
+    head.loss(out, *one_object(target), IoUBoxLoss("giou", l1_weight=1.0)).backward()
     for pname, param in head.named_parameters():
         assert param.grad is not None, pname
         assert param.grad.abs().sum() > 0, pname
+
+
+def one_object(target: Tensor) -> tuple[Tensor, Tensor]:
+    """``[B, 4]`` boxes as the ``(boxes [B, 1, 4], valid [B, 1])`` pair that ``loss`` takes."""
+    return target[:, None], torch.ones(target.shape[0], 1, dtype=torch.bool)
 
 
 def center_head_with_constant_prediction(radius: int, bias: list[float]) -> CenterHead:
@@ -164,7 +169,7 @@ def test_center_loss_uses_the_cell_holding_the_true_centre(radius: int) -> None:
     )
     head = CenterHead(in_channels=CHANNELS, cell_weight=2.0, radius=radius)
 
-    loss = head.loss(out, target, MSEBoxLoss())
+    loss = head.loss(out, *one_object(target), MSEBoxLoss())
 
     assert loss.item() == pytest.approx(hand_loss(logits, (0, 2), radius, h, w, 2.0), rel=1e-5)
 
@@ -179,9 +184,40 @@ def test_center_loss_puts_a_centre_on_the_far_edge_in_the_last_cell() -> None:
     )
     head = CenterHead(in_channels=CHANNELS, cell_weight=1.0, radius=0)
 
-    loss = head.loss(out, target, MSEBoxLoss())
+    loss = head.loss(out, *one_object(target), MSEBoxLoss())
 
     assert loss.item() == pytest.approx(hand_loss(logits, (1, 2), 0, h, w, 1.0), rel=1e-5)
+
+
+def test_center_loss_with_several_objects_splits_the_centre_mass_and_gives_cells_the_nearest_box() -> None:
+    """A mosaic's objects: (row 0, col 1) and (row 1, col 3) on a 3x5 grid, radius 1, plus an empty
+    slot with a box that must not count. Their neighbourhoods meet in columns 2 and 3; a cell takes
+    the object at the smaller Chebyshev distance, the first on a tie."""
+    h, w = 3, 5
+    first = torch.tensor([0.25, 0.05, 0.35, 0.25])  # centre (0.30, 0.15): column 1, row 0
+    second = torch.tensor([0.60, 0.40, 0.80, 0.60])  # centre (0.70, 0.50): column 3, row 1
+    empty = torch.tensor([0.0, 0.9, 0.1, 1.0])  # centre in row 2, column 0: would add cells if counted
+    boxes = torch.stack([first, second, empty]).unsqueeze(0)
+    valid = torch.tensor([[True, True, False]])
+    logits = [0.3, -1.2, 0.7, 2.0, 0.0, 0.5, -0.4, 1.1, 0.2, -2.0, 0.9, 0.0, 0.4, -0.3, 1.5]
+    cell_boxes = torch.full((1, h, w, 4), 0.5)
+    out = HeadOutput(box=first[None], cell_logits=torch.tensor([logits]), cell_boxes=cell_boxes)
+    head = CenterHead(in_channels=CHANNELS, cell_weight=1.0, radius=1)
+
+    loss = head.loss(out, boxes, valid, MSEBoxLoss())
+
+    centres = {(0, 1): first, (1, 3): second}
+    squared = []
+    for row in range(h):
+        for col in range(w):
+            dists = {c: max(abs(row - c[0]), abs(col - c[1])) for c in centres}
+            nearest = min(dists, key=lambda c: (dists[c], list(centres).index(c)))
+            if dists[nearest] <= 1:
+                squared += [((0.5 - v) ** 2) for v in centres[nearest].tolist()]
+    log_z = math.log(sum(math.exp(v) for v in logits))
+    cross_entropy = 0.5 * (log_z - logits[0 * w + 1]) + 0.5 * (log_z - logits[1 * w + 3])
+    assert len(squared) == 4 * 13  # 6 cells around (0, 1) and 9 around (1, 3), 2 shared (ties: first)
+    assert loss.item() == pytest.approx(sum(squared) / len(squared) + cross_entropy, rel=1e-5)
 
 
 @pytest.mark.parametrize("name", ["dwsep", "conv", "pooled"])
@@ -192,4 +228,4 @@ def test_global_heads_are_trained_on_the_box_loss_alone(name: str) -> None:
         out = head(features((4, 4), (2, 2)))
     target = torch.tensor([[0.1, 0.2, 0.6, 0.9]]).expand(3, 4)
     expected = ((out.box - target) ** 2).mean()
-    torch.testing.assert_close(head.loss(out, target, MSEBoxLoss()), expected)
+    torch.testing.assert_close(head.loss(out, *one_object(target), MSEBoxLoss()), expected)

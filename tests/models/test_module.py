@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from torchvision.ops import box_area, box_iou
 
+from petloc.data.augment import MAX_BOXES
 from petloc.losses import IoUBoxLoss, MSEBoxLoss
 from petloc.models.backbone import create_backbone
 from petloc.models.heads import CenterHead, ConvHead, DWSepHead, PooledHead
@@ -41,6 +42,7 @@ def make_module(
     num_classes: int = 0,
     cls_weight: float = 0.5,
     loss: nn.Module | None = None,
+    flip_test: bool = False,
 ) -> PetLocModule:
     """A small module the way build_module wires it: head and optimizer as partials."""
     torch.manual_seed(0)
@@ -53,6 +55,7 @@ def make_module(
         num_classes=num_classes,
         cls_weight=cls_weight,
         image_size=SIZE,
+        flip_test=flip_test,
     )
 
 
@@ -61,9 +64,13 @@ def make_batch(n: int, seed: int = 0) -> dict[str, Tensor]:
     generator = torch.Generator().manual_seed(seed)
     corner = torch.rand(n, 2, generator=generator) * 0.5
     size = 0.2 + torch.rand(n, 2, generator=generator) * 0.3
+    box = torch.cat([corner, corner + size], dim=1)
     return {
         "image": torch.randint(0, 256, (n, SIZE, SIZE, 3), dtype=torch.uint8, generator=generator),
-        "box": torch.cat([corner, corner + size], dim=1),
+        "box": box,
+        "boxes": torch.cat([box[:, None], torch.zeros(n, MAX_BOXES - 1, 4)], dim=1),
+        "num_boxes": torch.ones(n, dtype=torch.long),
+        "mosaic": torch.zeros(n, dtype=torch.bool),
         "species": torch.randint(0, 2, (n,), generator=generator),
         "breed": torch.randint(2, 37, (n,), generator=generator),  # never equal to a species label
     }
@@ -266,3 +273,31 @@ def test_budget_cosine_state_survives_a_weights_only_checkpoint(tmp_path: Path) 
     restored.load_state_dict(torch.load(path, weights_only=True))
     assert restored.last_epoch == 3
     assert math.isclose(restored.get_last_lr()[0], scheduler.get_last_lr()[0])
+
+
+def mirrored(boxes: Tensor) -> Tensor:
+    return torch.stack([1 - boxes[:, 2], boxes[:, 1], 1 - boxes[:, 0], boxes[:, 3]], dim=1)
+
+
+@pytest.mark.parametrize("head", sorted(HEADS))
+def test_flip_test_makes_predictions_mirror_with_the_image(head: str) -> None:
+    """A CNN's prediction for a mirrored image is not the mirrored prediction; with the test-time flip
+    both views vote, so mirroring the input mirrors the output exactly. Training is unaffected."""
+    plain = make_module(HEADS[head], mode="species", num_classes=2).eval()
+    tta = make_module(HEADS[head], mode="species", num_classes=2, flip_test=True).eval()
+    images = make_batch(3)["image"]
+    flipped = images.flip(2)  # NHWC: mirror the width
+    with torch.no_grad():
+        a, b = tta.predict_boxes(images), tta.predict_boxes(flipped)
+        p, q = plain.predict_boxes(images), plain.predict_boxes(flipped)
+    torch.testing.assert_close(a["box"], mirrored(b["box"]), rtol=0, atol=1e-5)
+    torch.testing.assert_close(a["class_prob"], b["class_prob"], rtol=0, atol=1e-5)
+    assert (p["box"] - mirrored(q["box"])).abs().max() > 1e-3  # the plain model is not symmetric
+    if head != "center":  # global heads: the mean of the two views' boxes
+        torch.testing.assert_close(a["box"], (p["box"] + mirrored(q["box"])) / 2, rtol=0, atol=1e-6)
+    tta.train(), plain.train()
+    with torch.no_grad():
+        torch.manual_seed(1)  # the same dropout draws for both
+        trained_tta = tta(images)[0].box
+        torch.manual_seed(1)
+        torch.testing.assert_close(trained_tta, plain(images)[0].box)
