@@ -32,6 +32,12 @@ def validate_config(cfg: DictConfig) -> None:
     fraction = cfg.data.get("val_fraction")
     if not 0 < fraction <= 1:
         raise ConfigError(f"data.val_fraction={fraction!r}: must be in (0, 1]")
+
+
+def validate_training_config(cfg: DictConfig) -> None:
+    """:func:`validate_config` plus what only training uses: the augmentation must suit the head.
+    (Eval, predict and export rebuild a trained model, whose augmentation no longer matters.)"""
+    validate_config(cfg)
     mosaic = cfg.augment.get("mosaic", 0.0)
     head = get_class(cfg.head._target_)
     if mosaic and not getattr(head, "multi_object", False):

@@ -17,7 +17,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
-from petloc.config import validate_config
+from petloc.config import validate_training_config
 from petloc.data.datamodule import PetsDataModule
 from petloc.models.factory import build_module, num_classes_for
 
@@ -106,7 +106,7 @@ def log_hparams(trainer: L.Trainer, hparams: dict[str, Any]) -> None:
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train one run; writes metrics.json into the run folder and returns the metrics."""
-    validate_config(cfg)
+    validate_training_config(cfg)
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ from optuna.distributions import CategoricalDistribution, LogUniformDistribution
 from optuna.samplers import TPESampler
 
 from petloc import CONFIG_DIR
-from petloc.config import MODES, ConfigError, validate_config
+from petloc.config import MODES, ConfigError, validate_config, validate_training_config
 from petloc.data.augment import AugmentConfig, train_transform
 from petloc.data.datamodule import PetsDataModule
 from petloc.models.backbone import create_backbone, pretrained_alphas
@@ -47,7 +47,7 @@ def test_every_group_the_interface_names_has_options() -> None:
 
 def instantiate_run(cfg: DictConfig) -> None:
     """Build every instantiable part of a run the way train() does, without data set-up or fitting."""
-    validate_config(cfg)
+    validate_training_config(cfg)
     assert cfg.mode.name in MODES
 
     # weights cannot be fetched in CI (test_presets_ask_for_published_weights checks the width)
@@ -193,8 +193,9 @@ def test_optuna_preset_configures_a_seeded_tpe_search(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("head", ["dwsep", "conv", "pooled"])
-def test_validate_rejects_a_mosaic_for_a_global_head(head: str, make_cfg: Callable[..., DictConfig]) -> None:
+def test_training_rejects_a_mosaic_for_a_global_head(head: str, make_cfg: Callable[..., DictConfig]) -> None:
     with pytest.raises(ConfigError, match=r"augment.mosaic=0.5.*head=center or augment.mosaic=0"):
-        validate_config(make_cfg(f"head={head}", "augment.mosaic=0.5"))
-    validate_config(make_cfg(f"head={head}", "augment.mosaic=0"))
-    validate_config(make_cfg("head=center", "augment.mosaic=0.5"))
+        validate_training_config(make_cfg(f"head={head}", "augment.mosaic=0.5"))
+    validate_training_config(make_cfg(f"head={head}", "augment.mosaic=0"))
+    validate_training_config(make_cfg("head=center", "augment.mosaic=0.5"))
+    validate_config(make_cfg(f"head={head}", "augment.mosaic=0.5"))  # loading a model: no augmentation

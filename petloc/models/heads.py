@@ -122,10 +122,16 @@ class CenterHead(BoxHead):
     multi_object: ClassVar[bool] = True
 
     def __init__(
-        self, in_channels: list[int], width: int = 96, cell_weight: float = 0.3, radius: int = 1
+        self,
+        in_channels: list[int],
+        width: int = 96,
+        cell_weight: float = 0.3,
+        radius: int = 1,
+        centre_sigma: float = 0.0,
     ) -> None:
         super().__init__()
         self.radius = radius
+        self.centre_sigma = centre_sigma
         c16, c32 = in_channels[-2], in_channels[-1]
         self.lateral16 = conv_bn_act(c16, width, 1)
         self.lateral32 = conv_bn_act(c32, width, 1)
@@ -190,15 +196,26 @@ class CenterHead(BoxHead):
 
     def loss(self, out: HeadOutput, boxes: Tensor, valid: Tensor, box_loss: nn.Module) -> Tensor:
         """Cross-entropy towards the centre cells of the objects in view (sharing the probability
-        equally: one object, one cell), plus the box loss on every cell within ``radius`` of an
-        object's centre cell, each cell learning the box of its nearest object."""
+        equally: one object, one cell; with ``centre_sigma`` > 0 each object's share spreads over the
+        cells as a Gaussian of their centres' distance to its centre, sigma in cells), plus the box
+        loss on every cell within ``radius`` of an object's centre cell, each cell learning the box
+        of its nearest object."""
         assert out.cell_logits is not None and out.cell_boxes is not None
         _, h, w, _ = out.cell_boxes.shape
         b, k, _ = boxes.shape
         centre = (boxes[..., :2] + boxes[..., 2:]) / 2  # [B, K, 2]
         col = (centre[..., 0] * w).long().clamp(0, w - 1)
         row = (centre[..., 1] * h).long().clamp(0, h - 1)
-        share = torch.zeros(b, h * w, device=boxes.device).scatter_add_(1, row * w + col, valid.float())
+        if self.centre_sigma > 0:  # a soft target: near a cell border the centre is in both cells
+            cells_y = (torch.arange(h, device=boxes.device) + 0.5).view(1, 1, h, 1)
+            cells_x = (torch.arange(w, device=boxes.device) + 0.5).view(1, 1, 1, w)
+            ys = cells_y - centre[..., 1, None, None] * h
+            xs = cells_x - centre[..., 0, None, None] * w
+            gauss = torch.exp(-(ys**2 + xs**2) / (2 * self.centre_sigma**2)).float()  # [B, K, H, W]
+            gauss = gauss / gauss.sum(dim=(2, 3), keepdim=True) * valid.view(b, k, 1, 1)
+            share = gauss.sum(dim=1).view(b, h * w)
+        else:
+            share = torch.zeros(b, h * w, device=boxes.device).scatter_add_(1, row * w + col, valid.float())
         share = share / share.sum(dim=1, keepdim=True)
         cell_loss = -(share * F.log_softmax(out.cell_logits.float(), dim=1)).sum(dim=1).mean()
         yy = torch.arange(h, device=boxes.device).view(1, 1, h, 1)

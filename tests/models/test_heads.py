@@ -229,3 +229,26 @@ def test_global_heads_are_trained_on_the_box_loss_alone(name: str) -> None:
     target = torch.tensor([[0.1, 0.2, 0.6, 0.9]]).expand(3, 4)
     expected = ((out.box - target) ** 2).mean()
     torch.testing.assert_close(head.loss(out, *one_object(target), MSEBoxLoss()), expected)
+
+
+def test_center_loss_with_a_soft_centre_target_matches_a_hand_computed_gaussian() -> None:
+    """centre_sigma=0.6: cell (r, c) gets exp(-d^2 / (2 * 0.6^2)) of the target, d the distance in cells
+    from its centre (r + 0.5, c + 0.5) to the true centre; the box part is unchanged."""
+    h, w, sigma = 3, 5, 0.6
+    target = torch.tensor([[0.45, 0.10, 0.65, 0.50]])  # centre (0.55, 0.30): (x, y) = (2.75, 0.90) cells
+    logits = [0.3, -1.2, 0.7, 2.0, 0.0, 0.5, -0.4, 1.1, 0.2, -2.0, 0.9, 0.0, 0.4, -0.3, 1.5]
+    cell_boxes = graded_cell_boxes(target, h, w)
+    out = HeadOutput(box=target, cell_logits=torch.tensor([logits]), cell_boxes=cell_boxes)
+    head = CenterHead(in_channels=CHANNELS, cell_weight=2.0, radius=1, centre_sigma=sigma)
+
+    loss = head.loss(out, *one_object(target), MSEBoxLoss())
+
+    weights = [
+        math.exp(-(((r + 0.5) - 0.9) ** 2 + ((c + 0.5) - 2.75) ** 2) / (2 * sigma**2))
+        for r in range(h)
+        for c in range(w)
+    ]
+    log_z = math.log(sum(math.exp(v) for v in logits))
+    cross_entropy = sum(wt * (log_z - v) for wt, v in zip(weights, logits, strict=True)) / sum(weights)
+    box_only = hand_loss(logits, (0, 2), 1, h, w, 0.0)
+    assert loss.item() == pytest.approx(box_only + 2.0 * cross_entropy, rel=1e-5)

@@ -141,6 +141,21 @@ def test_class_modes_add_a_classifier_and_its_cross_entropy(mode: str, num_class
     torch.testing.assert_close(total, box_only + 0.5 * cross_entropy)
 
 
+def test_mosaic_samples_train_the_boxes_but_not_the_classifier() -> None:
+    """A mosaic carries one image's label for several pets: only single images enter the cross-entropy."""
+    module = make_module(mode="species", num_classes=2, cls_weight=0.5).eval()
+    batch = make_batch(4)
+    batch["mosaic"] = torch.tensor([True, False, True, False])
+    with torch.no_grad():
+        out, logits = module(batch["image"])
+        total = module.training_step(batch, 0)
+    assert logits is not None
+    single = torch.tensor([1, 3])
+    labels = batch["species"][single]
+    cross_entropy = (torch.logsumexp(logits[single], dim=1) - logits[single, labels]).mean()
+    torch.testing.assert_close(total, F.mse_loss(out.box, batch["box"]) + 0.5 * cross_entropy)
+
+
 def records(n: int, seed: int = 1) -> list[dict[str, Tensor]]:
     batch = make_batch(n, seed)
     return [{k: v[i] for k, v in batch.items()} for i in range(n)]
