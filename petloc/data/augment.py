@@ -92,6 +92,13 @@ def train_transform(image_size: int, cfg: AugmentConfig) -> A.Compose:
                 p=cfg.affine,
             )
         )
+    ops += _flip_and_colour_ops(cfg)
+    return A.Compose(ops, bbox_params=_bbox_params(cfg.min_visibility))
+
+
+def _flip_and_colour_ops(cfg: AugmentConfig) -> list[A.BasicTransform]:
+    """The preset's operations after its geometry: shared by single images and mosaics."""
+    ops: list[A.BasicTransform] = []
     if cfg.hflip > 0:
         ops.append(A.HorizontalFlip(p=cfg.hflip))
     if cfg.color > 0:
@@ -101,7 +108,7 @@ def train_transform(image_size: int, cfg: AugmentConfig) -> A.Compose:
         ops.append(A.ToGray(p=cfg.gray))
     if cfg.blur > 0:
         ops.append(A.GaussianBlur(blur_limit=(3, 5), p=cfg.blur))
-    return A.Compose(ops, bbox_params=_bbox_params(cfg.min_visibility))
+    return ops
 
 
 def _area(box: np.ndarray) -> float:
@@ -138,15 +145,7 @@ MAX_BOXES = 4
 
 def photometric_transform(cfg: AugmentConfig) -> A.Compose:
     """The preset's flip and colour operations alone: what a mosaic gets after its own geometry."""
-    ops: list[A.BasicTransform] = [A.HorizontalFlip(p=cfg.hflip)]
-    if cfg.color > 0:
-        k = cfg.color_strength
-        ops.append(A.ColorJitter(brightness=k, contrast=k, saturation=k, hue=k / 4, p=cfg.color))
-    if cfg.gray > 0:
-        ops.append(A.ToGray(p=cfg.gray))
-    if cfg.blur > 0:
-        ops.append(A.GaussianBlur(blur_limit=(3, 5), p=cfg.blur))
-    return A.Compose(ops, bbox_params=_bbox_params())
+    return A.Compose(_flip_and_colour_ops(cfg), bbox_params=_bbox_params())
 
 
 def mosaic(
