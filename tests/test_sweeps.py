@@ -40,6 +40,7 @@ from tests.cli.test_tensorboard_server import (
     wait_for,
     wait_for_scalar_tags,
 )
+from tests.rendezvous import ENV_VAR
 
 BIN = Path(sys.executable).parent
 PETLOC_TRAIN = BIN / "petloc-train"
@@ -272,21 +273,35 @@ def test_cpu_budget_sets_threads_and_caps_workers(launched_with: Callable[..., N
     assert torch.get_num_threads() == 1
 
 
-def assert_ran_in_parallel(jobs: list[Path]) -> None:
-    """Each job started (wrote .hydra/config.yaml) before the other one finished (wrote metrics.json)."""
-    spans = [
-        ((job / ".hydra" / "config.yaml").stat().st_mtime, (job / "metrics.json").stat().st_mtime)
-        for job in jobs
-    ]
-    (start_a, end_a), (start_b, end_b) = spans
-    assert start_a < end_b and start_b < end_a, spans
+RENDEZVOUS = "+callbacks.rendezvous._target_=tests.rendezvous.Rendezvous"
+
+
+@pytest.fixture
+def rendezvous_env(tmp_path: Path, sweep_env: dict[str, str]) -> dict[str, str]:
+    """``sweep_env`` plus what the jobs need to meet in ``tests.rendezvous.Rendezvous``."""
+    return {
+        **sweep_env,
+        ENV_VAR: str(tmp_path / "rendezvous"),
+        "PYTHONPATH": os.pathsep.join(p for p in (str(CONFIG_DIR.parent), sweep_env.get("PYTHONPATH")) if p),
+    }
 
 
 @pytest.mark.slow
-def test_joblib_jobs_split_the_cores(tmp_path: Path, sweep_env: dict[str, str]) -> None:
+def test_rendezvous_fails_jobs_that_run_one_after_another(
+    tmp_path: Path, rendezvous_env: dict[str, str]
+) -> None:
+    """The oracle of the two tests below can fail: the basic launcher runs jobs one at a time."""
+    overrides = ("seed=0,1", RENDEZVOUS, "+callbacks.rendezvous.timeout_s=1", *SMALL)
+    result = petloc_train(tmp_path, *overrides, env=rendezvous_env)
+    assert result.returncode != 0
+    assert "only 1 of 2 jobs started" in result.stderr + result.stdout, output_tail(result)
+
+
+@pytest.mark.slow
+def test_joblib_jobs_split_the_cores(tmp_path: Path, rendezvous_env: dict[str, str]) -> None:
     # data.num_workers keeps its default (1) to show the cap: a 1-core share loads in the main process.
-    overrides = ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=0,1", *TINY)
-    result = petloc_train(tmp_path, *overrides, env=sweep_env)
+    overrides = ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=0,1", RENDEZVOUS, *TINY)
+    result = petloc_train(tmp_path, *overrides, env=rendezvous_env)  # fails unless the jobs overlap
     assert result.returncode == 0, output_tail(result)
 
     jobs = list(job_dirs(tmp_path / "sweep").values())
@@ -296,29 +311,31 @@ def test_joblib_jobs_split_the_cores(tmp_path: Path, sweep_env: dict[str, str]) 
         metrics = metrics_of(job)
         assert metrics["epochs"] == 2
         assert (metrics["torch_threads"], metrics["num_workers"]) == (share, min(1, share - 1))
-    assert_ran_in_parallel(jobs)
 
 
 @pytest.mark.slow
-def test_submitit_local_jobs_run_with_their_cpus_per_task(tmp_path: Path, sweep_env: dict[str, str]) -> None:
+def test_submitit_local_jobs_run_with_their_cpus_per_task(
+    tmp_path: Path, rendezvous_env: dict[str, str]
+) -> None:
     launcher = (
         "hydra/launcher=submitit_local",
         "hydra.launcher.timeout_min=10",
         "hydra.launcher.cpus_per_task=1",
     )
-    result = petloc_train(tmp_path, *launcher, "seed=0,1", *SMALL, env=sweep_env)
+    overrides = (*launcher, "seed=0,1", RENDEZVOUS, *SMALL)
+    result = petloc_train(tmp_path, *overrides, env=rendezvous_env)  # fails unless the jobs overlap
     assert result.returncode == 0, output_tail(result)
 
     sweep = tmp_path / "sweep"
     jobs = list(job_dirs(sweep).values())
-    assert [job.name for job in jobs] == [override_dirname(f"seed={seed}", *SMALL) for seed in (0, 1)]
+    names = [override_dirname(f"seed={seed}", RENDEZVOUS, *SMALL) for seed in (0, 1)]
+    assert [job.name for job in jobs] == names
     for job in jobs:
         metrics = metrics_of(job)
         assert metrics["epochs"] == 2
         assert metrics["torch_threads"] == 1
     # submitit ran each job as its own process and kept its logs
     assert len(list((sweep / ".submitit").glob("*/*_log.out"))) == 2
-    assert_ran_in_parallel(jobs)
 
 
 # --- SLURM: the job script the launcher submits (no cluster here: a fake sbatch records it) ----------
