@@ -37,6 +37,7 @@ from petloc.train import train
 # Tiny and quick: 60 synthetic images at 64 px, 2 epochs; species mode so class outputs are covered.
 TRAIN_OVERRIDES = [
     "mode=species",
+    "alpha=0.25",  # the smallest network: the checks below need a checkpoint, not a good one
     "image_size=64",
     "data.synthetic.n=60",
     "data.batch_size=8",
