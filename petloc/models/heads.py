@@ -176,13 +176,17 @@ class CenterHead(BoxHead):
         box, score = self._decode(logits, boxes)
         return HeadOutput(box=box, cell_logits=logits, cell_boxes=boxes, score=score)
 
+    @staticmethod
+    def _cell_distance(row: Tensor, col: Tensor, h: int, w: int) -> Tensor:
+        """[..., H, W] Chebyshev distance, in cells, from every cell of the grid to the cell
+        (``row``, ``col``) of shape [...]: what "within ``radius``" means in training and decoding."""
+        yy = torch.arange(h, device=row.device).view(h, 1)
+        xx = torch.arange(w, device=row.device).view(1, w)
+        return torch.maximum((yy - row[..., None, None]).abs(), (xx - col[..., None, None]).abs())
+
     def _near(self, cell: Tensor, h: int, w: int) -> Tensor:
-        """[B, H, W] mask of the cells within ``radius`` (Chebyshev) of each sample's ``cell``."""
-        b = cell.shape[0]
-        yy = torch.arange(h, device=cell.device).view(1, h, 1)
-        xx = torch.arange(w, device=cell.device).view(1, 1, w)
-        rows, cols = (cell // w).view(b, 1, 1), (cell % w).view(b, 1, 1)
-        return ((yy - rows).abs() <= self.radius) & ((xx - cols).abs() <= self.radius)
+        """[B, H, W] mask of the cells within ``radius`` of each sample's flat ``cell`` index."""
+        return self._cell_distance(cell // w, cell % w, h, w) <= self.radius
 
     def _decode(self, logits: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor]:
         """(box, score): the neighbourhood's score-weighted box, and its softmax mass as confidence."""
@@ -218,10 +222,7 @@ class CenterHead(BoxHead):
             share = torch.zeros(b, h * w, device=boxes.device).scatter_add_(1, row * w + col, valid.float())
         share = share / share.sum(dim=1, keepdim=True)
         cell_loss = -(share * F.log_softmax(out.cell_logits.float(), dim=1)).sum(dim=1).mean()
-        yy = torch.arange(h, device=boxes.device).view(1, 1, h, 1)
-        xx = torch.arange(w, device=boxes.device).view(1, 1, 1, w)
-        dist = torch.maximum((yy - row.view(b, k, 1, 1)).abs(), (xx - col.view(b, k, 1, 1)).abs())
-        dist = dist.masked_fill(~valid.view(b, k, 1, 1), h + w)  # [B, K, H, W] in cells
+        dist = self._cell_distance(row, col, h, w).masked_fill(~valid.view(b, k, 1, 1), h + w)  # [B, K, H, W]
         nearest_dist, nearest = dist.min(dim=1)  # [B, H, W]; ties go to the first object
         positive = nearest_dist <= self.radius
         targets = boxes.gather(1, nearest.view(b, h * w, 1).expand(b, h * w, 4)).view(b, h, w, 4)
