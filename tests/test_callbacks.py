@@ -32,10 +32,11 @@ def tensors_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> boo
 def test_checkpoint_holds_the_weights_that_were_validated(
     start: int, make_cfg: Callable[..., DictConfig], tmp_path: Path
 ) -> None:
-    """About 10 steps: with averaging from step 100 (the default) nothing is averaged yet, so validation and
-    best.ckpt must use the trained live weights (Lightning's callback would give the initial copy);
-    with averaging from step 0 they use the average, which differs from the live weights."""
-    metrics = train(make_cfg(*TINY, f"callbacks.ema.update_starting_at_step={start}"))
+    """About 10 steps of `callbacks=ema`: with averaging from step 100 (its default) nothing is averaged
+    yet, so validation and best.ckpt must use the trained live weights (Lightning's callback would give
+    the initial copy); with averaging from step 0 they use the average, which differs from the live
+    weights."""
+    metrics = train(make_cfg(*TINY, "callbacks=ema", f"callbacks.ema.update_starting_at_step={start}"))
     assert 0 < metrics["global_step"] < 100
     best = torch.load(tmp_path / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
     live_is_saved = tensors_equal(best["state_dict"], best["current_model_state"])

@@ -38,15 +38,17 @@ from petloc.models.module import PetLocModule
 from petloc.train import train
 from tests.conftest import PETLOC_TRAIN, REPO, event_scalars
 
-# CI-sized: 60 synthetic images (48 train, 12 val), 64 px, batches of 8, no loader workers. The EMA
-# starts at once (the default waits 100 steps, longer than these runs), so validation scores trained
-# weights and the EMA's own state goes through the checkpoints.
+# CI-sized: 60 synthetic images (48 train, 12 val), 64 px, batches of 8, no loader workers. With an
+# EMA of the weights (`callbacks=ema`, off by default), its own state must go through the checkpoints
+# too; it starts at once (its default waits 100 steps, longer than these runs), so validation scores
+# trained weights.
 TINY = (
     "image_size=64",
     "data.synthetic.n=60",
     "data.batch_size=8",
     "trainer.max_time=null",
     "trainer.enable_progress_bar=false",
+    "callbacks=ema",
     "callbacks.ema.update_starting_at_step=0",
 )
 SMALL = (*TINY, "data.num_workers=0")

@@ -47,14 +47,13 @@ PETLOC_TRAIN = BIN / "petloc-train"
 PETLOC_COMPARE = BIN / "petloc-compare"
 SWEEP_TIMEOUT_S = 300
 
-# CI-sized runs of two one-batch epochs. The EMA starts at step 1 and the lr warm-up ends at step 1,
-# so the two steps move the validated weights: each job of a sweep then ends with its own metrics.
+# CI-sized runs of two one-batch epochs. The lr warm-up ends at step 1, so the two steps move the
+# validated weights: each job of a sweep then ends with its own metrics.
 TINY = (
     "image_size=64",
     "data.synthetic.n=60",
     "trainer.max_epochs=2",
     "trainer.max_time=null",
-    "callbacks.ema.update_starting_at_step=1",
     "scheduler.warmup_steps=1",
     "trainer.enable_progress_bar=false",
 )
