@@ -90,8 +90,9 @@ def merge_config(trained: DictConfig, overrides: DictConfig | None = None) -> Di
         if overrides.get("alpha") is not None:
             cfg.alpha = overrides.alpha
             cfg.backbone.alpha = overrides.alpha
-        if overrides.get("flip_test") is not None:
-            cfg.flip_test = overrides.flip_test
+        for key in ("flip_test", "refine"):  # test-time options: null keeps the trained setting
+            if overrides.get(key) is not None:
+                cfg[key] = overrides[key]
         for group in ("backbone", "head", "data", "paths"):
             node = overrides.get(group)
             if node is None:

@@ -14,12 +14,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 from petloc.config import validate_training_config
 from petloc.data.datamodule import PetsDataModule
-from petloc.models.factory import build_module, num_classes_for
+from petloc.inference import CheckpointMismatchError, describe_model, read_checkpoint
+from petloc.models.factory import build_module, config_from_checkpoint, num_classes_for
+from petloc.models.module import PetLocModule
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,40 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
         return str(last)
     log.info("ckpt_path=last but %s does not exist yet: starting from scratch", last)
     return None
+
+
+# What init_from copies: the network (BatchNorm statistics included), never the run's metric states.
+NETWORK_PREFIXES = ("backbone.", "head.", "classifier.")
+
+
+def init_weights(model: PetLocModule, path: str) -> None:
+    """Initialize ``model``'s network from a petloc checkpoint (a fresh run: new optimizer, schedule
+    and counters, unlike ``ckpt_path``, which resumes).
+
+    Every backbone and head tensor must fit, or the checkpoint was trained with another architecture
+    and the error names both; a classifier of another mode or class count is left out (logged), so a
+    box-only model can start a class-aware run.
+    """
+    checkpoint = read_checkpoint(path)
+    own = model.state_dict()
+    state = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith(NETWORK_PREFIXES)}
+    misfit = [
+        k
+        for k in own
+        if k.startswith(NETWORK_PREFIXES[:2]) and getattr(state.get(k), "shape", None) != own[k].shape
+    ]
+    if misfit:
+        raise CheckpointMismatchError(
+            f"init_from={path}: its weights do not fit this run's network ({len(misfit)} tensors, e.g. "
+            f"{misfit[0]}).\n  checkpoint: {describe_model(config_from_checkpoint(checkpoint))}\n"
+            f"  this run:   {describe_model(OmegaConf.create(model.run_config))}"
+        )
+    loaded = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
+    model.load_state_dict(loaded, strict=False)
+    left_out = sorted(set(state) - set(loaded))
+    log.info(
+        "init_from=%s: %d tensors loaded%s", path, len(loaded), f", left out: {left_out}" if left_out else ""
+    )
 
 
 def cpu_budget() -> int | None:
@@ -117,6 +153,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     assert datamodule.dataset is not None
     print(datamodule.dataset.report.format())
     model = build_module(cfg, num_classes_for(cfg.mode.name, datamodule.num_breeds))
+    if cfg.get("init_from"):
+        init_weights(model, cfg.init_from)
 
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]

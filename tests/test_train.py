@@ -14,8 +14,11 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from petloc import CONFIG_DIR
-from petloc.train import train
+from petloc.inference import CheckpointMismatchError
+from petloc.models.factory import build_module
+from petloc.train import init_weights, train
 from tests.conftest import event_scalars
+from tests.test_inference import TrainedRun, trained_run  # noqa: F401 (the shared tiny checkpoint)
 
 # Small and single-process: the CI machine may be busy, and workers only add start-up time here.
 SMALL = ("image_size=64", "data.num_workers=0")
@@ -110,3 +113,50 @@ def test_checkpoints_load_with_weights_only(short_run: tuple[dict[str, float], P
     state = next(v for k, v in best["callbacks"].items() if k.startswith("ModelCheckpoint"))
     assert state["monitor"] == "val/iou"
     assert float(state["best_model_score"]) == pytest.approx(metrics["val/iou_best"])
+
+
+def test_init_from_copies_the_network_and_nothing_of_the_run(
+    trained_run: TrainedRun,  # noqa: F811
+    make_cfg: Callable[..., DictConfig],
+) -> None:
+    """A box-only run started from the tiny species checkpoint: every backbone and head tensor (BN
+    statistics included) comes from the file, the species classifier is left out, and the run's own
+    state (best val/iou so far, the mean-box baseline) stays fresh."""
+    model = build_module(make_cfg("alpha=0.25", "image_size=64", "mode=box"), num_classes=0)
+    fresh = {k: v.clone() for k, v in model.state_dict().items()}
+    stored = torch.load(trained_run.best, map_location="cpu", weights_only=True)["state_dict"]
+    assert "classifier.weight" in stored and float(stored["val_iou_best.max_value"]) > 0
+
+    init_weights(model, str(trained_run.best))
+
+    network = [k for k in fresh if k.startswith(("backbone.", "head."))]
+    assert network and any("running_mean" in k for k in network)
+    for key in network:
+        assert torch.equal(model.state_dict()[key], stored[key]), key
+    assert model.classifier is None
+    for key in set(fresh) - set(network):
+        assert torch.equal(model.state_dict()[key], fresh[key]), key
+
+
+def test_init_from_another_architecture_names_both(
+    trained_run: TrainedRun,  # noqa: F811
+    make_cfg: Callable[..., DictConfig],
+) -> None:
+    model = build_module(make_cfg("alpha=0.5", "image_size=64"), num_classes=0)
+    with pytest.raises(CheckpointMismatchError) as error:
+        init_weights(model, str(trained_run.best))
+    message = str(error.value)
+    assert f"init_from={trained_run.best}" in message
+    assert "checkpoint: backbone=mobilenetv1 alpha=0.25" in message
+    assert "this run:   backbone=mobilenetv1 alpha=0.5" in message
+
+
+def test_train_starts_from_init_from(
+    trained_run: TrainedRun,  # noqa: F811
+    make_cfg: Callable[..., DictConfig],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level("INFO", logger="petloc.train"):
+        metrics = train(make_cfg("debug=fast", f"init_from={trained_run.best}"))
+    assert metrics["global_step"] == 1
+    assert f"init_from={trained_run.best}:" in caplog.text and "classifier.weight" in caplog.text

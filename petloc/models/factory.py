@@ -29,6 +29,8 @@ def build_module(cfg: DictConfig, num_classes: int) -> PetLocModule:
         image_size=cfg.image_size,
         nan_policy=cfg.get("nan_policy", "stop"),
         flip_test=cfg.get("flip_test", False),
+        refine=cfg.get("refine", False),
+        refine_margin=cfg.get("refine_margin", 1.6),
     )
     module.run_config = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     return module

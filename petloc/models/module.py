@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import lightning as L
@@ -16,6 +17,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from petloc.metrics import LocalizationMetrics
 from petloc.models.heads import HeadOutput
+from petloc.models.refine import box_from_frame, crop_to_frame, refine_frame
 from petloc.viz import box_grid
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,8 @@ class PetLocModule(L.LightningModule):
         log_images: int = 16,
         nan_policy: str = "stop",
         flip_test: bool = False,
+        refine: bool = False,
+        refine_margin: float = 1.6,
     ) -> None:
         super().__init__()
         # Only plain values go into the checkpoint's hyper-parameters, so checkpoints load with
@@ -79,7 +83,20 @@ class PetLocModule(L.LightningModule):
         return ((x - self.pixel_mean) / self.pixel_std).contiguous(memory_format=torch.channels_last)
 
     def forward(self, images: Tensor) -> tuple[HeadOutput, Tensor | None]:
+        """In eval mode, with the test-time flip and the zoom-in refinement when they are on: what
+        validation, eval, predict and export see. A refined output keeps the whole image's dense maps,
+        score and class logits (what the val loss and the confidence come from); only its box is the
+        second look's (:mod:`petloc.models.refine`)."""
         x = self.preprocess(images)
+        out, logits = self._views(x)
+        if self.hparams.refine and not self.training:
+            frame = refine_frame(out.box.detach().float().clamp(0, 1), self.hparams.refine_margin)
+            zoomed, _ = self._views(crop_to_frame(x, frame))
+            out = replace(out, box=box_from_frame(zoomed.box.float(), frame).to(out.box.dtype))
+        return out, logits
+
+    def _views(self, x: Tensor) -> tuple[HeadOutput, Tensor | None]:
+        """The network on ``x``, and in eval mode with ``flip_test`` also on its mirror image."""
         out, logits = self._predict(x)
         if self.hparams.flip_test and not self.training:
             # test-time flip: the mirrored image votes too (validation, eval, predict and export alike)
