@@ -128,7 +128,6 @@ class CenterHead(BoxHead):
         cell_weight: float = 0.3,
         radius: int = 1,
         centre_sigma: float = 0.0,
-        depth: int = 2,
     ) -> None:
         super().__init__()
         self.radius = radius
@@ -136,13 +135,11 @@ class CenterHead(BoxHead):
         c16, c32 = in_channels[-2], in_channels[-1]
         self.lateral16 = conv_bn_act(c16, width, 1)
         self.lateral32 = conv_bn_act(c32, width, 1)
-        # ``depth`` depthwise-separable blocks: the 3x3 depthwise convs widen each cell's view
         self.tower = nn.Sequential(
-            *(
-                layer
-                for _ in range(depth)
-                for layer in (conv_bn_act(width, width, 3, groups=width), conv_bn_act(width, width, 1))
-            )
+            conv_bn_act(width, width, 3, groups=width),
+            conv_bn_act(width, width, 1),
+            conv_bn_act(width, width, 3, groups=width),
+            conv_bn_act(width, width, 1),
         )
         self.pred = nn.Conv2d(width, 5, 1)  # cell logit + (dx, dy, w, h)
         self.cell_weight = cell_weight
