@@ -20,6 +20,7 @@ TINY = (
     "data.num_workers=0",
     "trainer.max_time=null",
     "trainer.max_epochs=2",
+    "trainer.check_val_every_n_epoch=1",  # one validation per epoch (the default is every second)
     "trainer.enable_progress_bar=false",
 )
 

@@ -44,6 +44,7 @@ def test_ddp_on_two_cpu_processes_logs_the_single_process_val_iou(
         "trainer=ddp_cpu",
         f"trainer.devices={WORLD_SIZE}",
         f"trainer.max_epochs={EPOCHS}",
+        "trainer.check_val_every_n_epoch=1",  # one validation per epoch, each compared below
         "trainer.max_time=null",
         "trainer.enable_progress_bar=false",
         "image_size=64",

@@ -48,6 +48,7 @@ TINY = (
     "data.batch_size=8",
     "trainer.max_time=null",
     "trainer.enable_progress_bar=false",
+    "trainer.check_val_every_n_epoch=1",  # the checks below count one validation per epoch
     "callbacks=ema",
     "callbacks.ema.update_starting_at_step=0",
 )

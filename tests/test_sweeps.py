@@ -53,6 +53,7 @@ TINY = (
     "image_size=64",
     "data.synthetic.n=60",
     "trainer.max_epochs=2",
+    "trainer.check_val_every_n_epoch=1",  # one validation per epoch (the default is every second)
     "trainer.max_time=null",
     "scheduler.warmup_steps=1",
     "trainer.enable_progress_bar=false",

@@ -67,6 +67,7 @@ def short_run(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> tupl
         f"paths.cache_dir={cache_dir}",
         "mode=species",
         "trainer.max_epochs=2",
+        "trainer.check_val_every_n_epoch=1",  # the checks below read one validation per epoch
         "trainer.max_time=null",
         "trainer.enable_progress_bar=false",
         "data.synthetic.n=60",
