@@ -290,6 +290,16 @@ def test_budget_cosine_state_survives_a_weights_only_checkpoint(tmp_path: Path) 
     assert math.isclose(restored.get_last_lr()[0], scheduler.get_last_lr()[0])
 
 
+def assert_training_unaffected(module: PetLocModule, plain: PetLocModule, images: Tensor) -> None:
+    """Test-time options leave training alone: in train mode both modules predict the same boxes."""
+    module.train(), plain.train()
+    with torch.no_grad():
+        torch.manual_seed(1)  # the same dropout draws for both
+        boxes = module(images)[0].box
+        torch.manual_seed(1)
+        torch.testing.assert_close(boxes, plain(images)[0].box)
+
+
 def mirrored(boxes: Tensor) -> Tensor:
     return torch.stack([1 - boxes[:, 2], boxes[:, 1], 1 - boxes[:, 0], boxes[:, 3]], dim=1)
 
@@ -310,9 +320,4 @@ def test_flip_test_makes_predictions_mirror_with_the_image(head: str) -> None:
     assert (p["box"] - mirrored(q["box"])).abs().max() > 1e-3  # the plain model is not symmetric
     if head != "center":  # global heads: the mean of the two views' boxes
         torch.testing.assert_close(a["box"], (p["box"] + mirrored(q["box"])) / 2, rtol=0, atol=1e-6)
-    tta.train(), plain.train()
-    with torch.no_grad():
-        torch.manual_seed(1)  # the same dropout draws for both
-        trained_tta = tta(images)[0].box
-        torch.manual_seed(1)
-        torch.testing.assert_close(trained_tta, plain(images)[0].box)
+    assert_training_unaffected(tta, plain, images)
