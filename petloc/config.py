@@ -29,6 +29,12 @@ def validate_config(cfg: DictConfig) -> None:
         raise ConfigError(f"backbone.name={cfg.backbone.name!r}: allowed values are {sorted(BACKBONES)}")
     if cfg.get("nan_policy", "stop") not in ("stop", "skip"):
         raise ConfigError(f"nan_policy={cfg.nan_policy!r}: allowed values are ['stop', 'skip']")
+    margin = cfg.get("refine_margin", 1.6)
+    if not isinstance(margin, (int, float)) or margin < 1:
+        raise ConfigError(
+            f"refine_margin={margin!r}: the zoom-in crop is the first box times this factor and must hold "
+            "it: a number >= 1 (default 1.6), or refine=false to turn the refinement off"
+        )
     fraction = cfg.data.get("val_fraction")
     if not 0 < fraction <= 1:
         raise ConfigError(f"data.val_fraction={fraction!r}: must be in (0, 1]")

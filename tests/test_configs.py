@@ -134,6 +134,12 @@ def test_validate_rejects_image_size_not_a_multiple_of_32(
         validate_config(make_cfg(f"image_size={size}"))
 
 
+@pytest.mark.parametrize("margin", ["0.5", "0", "-1"])
+def test_validate_rejects_a_refine_margin_below_one(margin: str, make_cfg: Callable[..., DictConfig]) -> None:
+    with pytest.raises(ConfigError, match=rf"refine_margin={margin}.*>= 1.*refine=false"):
+        validate_config(make_cfg(f"refine_margin={margin}"))
+
+
 def test_validate_rejects_unknown_mode_naming_the_allowed_ones(make_cfg: Callable[..., DictConfig]) -> None:
     with pytest.raises(ConfigError) as info:
         validate_config(make_cfg("mode.name=segmentation"))

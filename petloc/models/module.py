@@ -85,8 +85,8 @@ class PetLocModule(L.LightningModule):
     def forward(self, images: Tensor) -> tuple[HeadOutput, Tensor | None]:
         """In eval mode, with the test-time flip and the zoom-in refinement when they are on: what
         validation, eval, predict and export see. A refined output keeps the whole image's dense maps,
-        score and class logits (what the val loss and the confidence come from); only its box is the
-        second look's (:mod:`petloc.models.refine`)."""
+        score and class logits; only its box is the second look's (:mod:`petloc.models.refine`), so a
+        dense head's val loss is its first look's and a global head's is that of the refined box."""
         x = self.preprocess(images)
         out, logits = self._views(x)
         if self.hparams.refine and not self.training:
