@@ -6,6 +6,7 @@ from hydra.utils import get_class
 from omegaconf import DictConfig
 
 from petloc.models.backbone import BACKBONES
+from petloc.models.refine import DEFAULT_MARGIN
 
 MODES = ("box", "species", "breed")
 
@@ -29,11 +30,11 @@ def validate_config(cfg: DictConfig) -> None:
         raise ConfigError(f"backbone.name={cfg.backbone.name!r}: allowed values are {sorted(BACKBONES)}")
     if cfg.get("nan_policy", "stop") not in ("stop", "skip"):
         raise ConfigError(f"nan_policy={cfg.nan_policy!r}: allowed values are ['stop', 'skip']")
-    margin = cfg.get("refine_margin", 1.6)
+    margin = cfg.get("refine_margin", DEFAULT_MARGIN)
     if not isinstance(margin, (int, float)) or margin < 1:
         raise ConfigError(
             f"refine_margin={margin!r}: the zoom-in crop is the first box times this factor and must hold "
-            "it: a number >= 1 (default 1.6), or refine=false to turn the refinement off"
+            f"it: a number >= 1 (default {DEFAULT_MARGIN}), or refine=false to turn the refinement off"
         )
     fraction = cfg.data.get("val_fraction")
     if not 0 < fraction <= 1:

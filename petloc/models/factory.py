@@ -8,6 +8,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from petloc.models.module import PetLocModule
+from petloc.models.refine import DEFAULT_MARGIN
 
 
 def num_classes_for(mode: str, num_breeds: int) -> int:
@@ -30,7 +31,7 @@ def build_module(cfg: DictConfig, num_classes: int) -> PetLocModule:
         nan_policy=cfg.get("nan_policy", "stop"),
         flip_test=cfg.get("flip_test", False),
         refine=cfg.get("refine", False),
-        refine_margin=cfg.get("refine_margin", 1.6),
+        refine_margin=cfg.get("refine_margin", DEFAULT_MARGIN),
     )
     module.run_config = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     return module

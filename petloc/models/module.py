@@ -17,7 +17,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from petloc.metrics import LocalizationMetrics
 from petloc.models.heads import HeadOutput
-from petloc.models.refine import box_from_frame, crop_to_frame, refine_frame
+from petloc.models.refine import DEFAULT_MARGIN, box_from_frame, crop_to_frame, refine_frame
 from petloc.viz import box_grid
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ class PetLocModule(L.LightningModule):
         nan_policy: str = "stop",
         flip_test: bool = False,
         refine: bool = False,
-        refine_margin: float = 1.6,
+        refine_margin: float = DEFAULT_MARGIN,
     ) -> None:
         super().__init__()
         # Only plain values go into the checkpoint's hyper-parameters, so checkpoints load with
