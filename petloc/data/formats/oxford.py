@@ -1,0 +1,112 @@
+"""The Oxford-IIIT Pet layout: VOC XMLs for the head boxes, classes from the dataset's list files.
+
+Layout::
+
+    ROOT/images/*.jpg
+    ROOT/annotations/list.txt        "Image CLASS-ID SPECIES BREED-ID" after '#' header lines
+    ROOT/annotations/trainval.txt    the boxed images
+    ROOT/annotations/test.txt        images without boxes
+    ROOT/annotations/xmls/*.xml      PASCAL VOC, 1-based inclusive pixel coordinates
+
+Two label sets: ``class`` (the 37 breeds, CLASS-ID order) and ``species`` (cat, dog). Every image's
+header is probed, boxed or not, so a misnamed or odd-mode file is reported wherever it sits. The
+original test split has no boxes, so the dataset brings no usable split: petloc makes its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from petloc.data.formats import Parsed, register
+from petloc.data.formats.voc import XML_ERRORS, parse_voc, voc_annotation
+from petloc.data.images import IMAGE_SUFFIXES, safe_names
+from petloc.data.records import Annotation, DataReport, probe_into
+
+SPECIES = ["cat", "dog"]  # list.txt's SPECIES 1 and 2
+
+
+@dataclass(frozen=True)
+class ListEntry:
+    breed: int  # 0-based: CLASS-ID - 1
+    species: int  # 0 cat, 1 dog
+
+
+def read_list(path: Path, report: DataReport) -> dict[str, ListEntry]:
+    """Parse list.txt-style lines, skipping '#' headers; malformed lines are reported, not fatal."""
+    entries: dict[str, ListEntry] = {}
+    if not path.is_file():
+        return entries
+    text = path.read_bytes().decode("utf-8", errors="replace")
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split()
+        try:
+            name, class_id, species = parts[0], int(parts[1]), int(parts[2])
+            int(parts[3])
+            if len(parts) != 4 or class_id < 1 or species not in (1, 2):
+                raise ValueError
+        except (ValueError, IndexError):
+            report.add(
+                "malformed_entry", f"{path.name}:{lineno}", f"{line[:80]!r} is not 'Image CLASS-ID SPECIES BREED-ID'"
+            )
+            continue
+        entries[name] = ListEntry(breed=class_id - 1, species=species - 1)
+    return entries
+
+
+def _detect(root: Path) -> bool:
+    ann = root / "annotations"
+    return (ann / "xmls").is_dir() and any((ann / f).is_file() for f in ("list.txt", "trainval.txt"))
+
+
+@register("oxford", detect=_detect)
+def read_oxford(root: Path, report: DataReport) -> Parsed:
+    """The boxed images of an Oxford-layout folder with their breed and species (module doc)."""
+    ann = root / "annotations"
+
+    def bad_name(name: str, fix: str) -> None:
+        report.add("bad_name", name, fix)
+
+    images = safe_names(root / "images", IMAGE_SUFFIXES, bad_name)
+    xmls = safe_names(ann / "xmls", (".xml",), bad_name)
+    listed = read_list(ann / "list.txt", report)
+    trainval = read_list(ann / "trainval.txt", report)
+    test = read_list(ann / "test.txt", report)
+    report.n_images = len(images)
+    classes = {**listed, **test, **trainval}
+
+    for stem in sorted(images.keys() - classes.keys()):
+        report.add("not_in_list", images[stem].name)
+    n_test = len((test.keys() - trainval.keys() - xmls.keys()) & images.keys())
+    if n_test:
+        report.notes.append(f"{n_test} images in test.txt have no box (as in the original split): not used")
+    for stem in sorted((trainval.keys() - xmls.keys()) & images.keys()):
+        report.add("missing_annotation", images[stem].name, f"listed in trainval.txt, no annotations/xmls/{stem}.xml")
+    for stem in sorted(trainval.keys() - xmls.keys() - images.keys()):
+        report.add("missing_image", f"{stem}", f"listed in trainval.txt, no images/{stem}.jpg")
+
+    breed_names: dict[int, str] = {}
+    for stem, entry in classes.items():
+        breed_names.setdefault(entry.breed, stem.rsplit("_", 1)[0])
+    names = [breed_names.get(i, f"class_{i + 1}") for i in range(max(breed_names, default=-1) + 1)]
+
+    annotations: list[Annotation] = []
+    for stem in sorted(xmls.keys() & classes.keys()):
+        xml = xmls[stem]
+        try:
+            voc = parse_voc(xml)
+        except XML_ERRORS as exc:
+            report.add("bad_annotation", xml.name, str(exc)[:120])
+            continue
+        entry = classes[stem]
+        labels = {"class": names[entry.breed], "species": SPECIES[entry.species]}
+        image = images.get(stem, root / "images" / f"{stem}.jpg")
+        annotations.append(voc_annotation(voc, image, report, xml.name, labels=labels))
+    annotated = {a.image for a in annotations}
+    for stem, path in sorted(images.items()):
+        if path not in annotated:
+            probe_into(path, report)  # unboxed images too: their quirks are worth knowing
+    return Parsed(annotations, {"class": names, "species": SPECIES})

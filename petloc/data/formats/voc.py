@@ -1,0 +1,147 @@
+"""PASCAL VOC folders: images and one XML per image, in any of the layouts found in the wild.
+
+- side by side: ``ROOT/x.jpg`` + ``ROOT/x.xml``;
+- two folders of any names (``images/`` + ``annotations/``, ``img/`` + ``xml/``, ...);
+- VOC itself: ``JPEGImages/`` + ``Annotations/`` + ``ImageSets/Main/{train,val,test}.txt``.
+
+Every XML under ROOT is an annotation; it is paired with the image its ``<filename>`` names, else
+with the image of its own stem (or of ``<filename>``'s stem). Coordinates follow
+:func:`~petloc.data.records.voc_pixels_to_edges` (integers: 1-based inclusive pixels; fractional:
+0-based edges, reported). Class = the object's ``<name>``; ``<difficult>`` objects are counted.
+``ImageSets/Main`` lists, where present, are the dataset's split.
+"""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+import defusedxml.ElementTree as SafeET
+from defusedxml import DefusedXmlException
+
+from petloc.data.formats import Parsed, register
+from petloc.data.images import IMAGE_SUFFIXES
+from petloc.data.records import Annotation, DataReport, RawObject, voc_pixels_to_edges
+
+XML_ERRORS = (ET.ParseError, DefusedXmlException, ValueError, OSError)
+
+
+@dataclass(frozen=True)
+class VocFile:
+    """One parsed XML: ``<filename>``, ``<size>`` ((0, 0) when absent) and the objects, whose boxes
+    are the XML's own pixel values (xmin, ymin, xmax, ymax)."""
+
+    filename: str | None
+    width: int
+    height: int
+    boxes: list[tuple[float, float, float, float]]
+    names: list[str | None]
+    difficult: list[bool]
+
+
+def parse_voc(path: Path) -> VocFile:
+    """Parse a VOC XML with defusedxml (entity bombs and external entities are refused).
+
+    Objects without ``<bndbox>`` are not objects here (some tools write points or polygons); a
+    missing coordinate is NaN, so the box is reported invalid rather than guessed.
+    """
+    root = SafeET.parse(path).getroot()
+    if root.tag != "annotation":
+        raise ValueError(f"root element is <{root.tag}>, not <annotation>")
+    size = root.find("size")
+    width = int(float(size.findtext("width", "0") or 0)) if size is not None else 0
+    height = int(float(size.findtext("height", "0") or 0)) if size is not None else 0
+    boxes, names, difficult = [], [], []
+    for obj in root.iter("object"):
+        bb = obj.find("bndbox")
+        if bb is None:
+            continue
+        boxes.append(tuple(float(bb.findtext(k, "nan") or "nan") for k in ("xmin", "ymin", "xmax", "ymax")))
+        name = (obj.findtext("name") or "").strip()
+        names.append(name or None)
+        difficult.append((obj.findtext("difficult") or "0").strip() == "1")
+    filename = (root.findtext("filename") or "").strip() or None
+    return VocFile(filename, width, height, boxes, names, difficult)  # type: ignore[arg-type]
+
+
+def voc_annotation(voc: VocFile, image: Path, report: DataReport, source: str, **fields: object) -> Annotation:
+    """The :class:`Annotation` of one parsed XML; fractional coordinates are reported."""
+    objects = []
+    fractional = False
+    for box, name, hard in zip(voc.boxes, voc.names, voc.difficult, strict=True):
+        edges, frac = voc_pixels_to_edges(box)
+        fractional |= frac
+        objects.append(RawObject(edges, name, hard))
+    if fractional:
+        report.add("float_coordinates", source)
+    size = (voc.width, voc.height) if voc.width > 0 and voc.height > 0 else None
+    return Annotation(image=image, source=source, objects=objects, size=size, **fields)  # type: ignore[arg-type]
+
+
+def _walk(root: Path, suffixes: tuple[str, ...]) -> list[Path]:
+    """Files under ``root`` (links followed, hidden folders skipped) whose suffix is one of ``suffixes``."""
+    found = []
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found.extend(Path(folder) / f for f in sorted(files) if f.lower().endswith(suffixes))
+    return found
+
+
+def _detect(root: Path) -> bool:
+    """XMLs in ROOT or one folder below (cheap on big folders)."""
+    return any(root.glob("*.xml")) or any(root.glob("*/*.xml"))
+
+
+def _given_split(root: Path) -> dict[str, str]:
+    """stem -> split from ``ImageSets/Main/{train,val,trainval,test}.txt``, where present."""
+    main = root / "ImageSets" / "Main"
+    split: dict[str, str] = {}
+    for name, value in (("trainval", "train"), ("train", "train"), ("val", "val"), ("test", "test")):
+        path = main / f"{name}.txt"
+        if path.is_file():
+            for line in path.read_text(errors="replace").splitlines():
+                if line.strip():
+                    split[line.split()[0]] = value
+    return split
+
+
+@register("voc", detect=_detect)
+def read_voc(root: Path, report: DataReport) -> Parsed:
+    """Every XML under ``root`` paired with its image (see the module doc)."""
+    images = _walk(root, IMAGE_SUFFIXES)
+    by_name: dict[str, Path] = {}
+    by_stem: dict[str, Path] = {}
+    for image in images:
+        if image.stem in by_stem:
+            report.add("bad_name", str(image.relative_to(root)), f"same stem as {by_stem[image.stem].name}")
+            continue
+        by_name[image.name] = image
+        by_stem[image.stem] = image
+    report.n_images = len(by_stem)
+    split = _given_split(root)
+    annotations: list[Annotation] = []
+    paired: set[Path] = set()
+    for xml in _walk(root, (".xml",)):
+        source = str(xml.relative_to(root))
+        try:
+            voc = parse_voc(xml)
+        except XML_ERRORS as exc:
+            report.add("bad_annotation", source, str(exc)[:120])
+            continue
+        filename = voc.filename
+        image = by_name.get(filename or "") or by_stem.get(xml.stem) or by_stem.get(Path(filename or "").stem)
+        if image is None:
+            image = xml.with_name(filename or f"{xml.stem}.jpg")  # does not exist: reported as missing
+        elif image in paired:
+            report.add("malformed_entry", source, f"{image.name} is annotated by another XML too: first kept")
+            continue
+        paired.add(image)
+        annotations.append(voc_annotation(voc, image, report, source, split=split.get(image.stem)))
+    for stem, image in sorted(by_stem.items()):
+        if image not in paired:
+            report.add("missing_annotation", str(image.relative_to(root)), f"no XML for {stem}")
+    if split:
+        report.notes.append(f"split given by {root / 'ImageSets' / 'Main'}")
+    return Parsed(annotations)

@@ -1,0 +1,120 @@
+"""Image files: which names count as images, header probing, decoding, and safe folder listing.
+
+Every place that opens an image (the readers' probe, the decode cache, predict and eval) catches
+the same :data:`IMAGE_ERRORS`, so a file that is not a decodable image is a named skip everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff")
+
+# What opening or decoding an image can raise: OSError covers UnidentifiedImageError and truncated
+# data; a decompression bomb (far more pixels than any photo) is refused by PIL with its own
+# exception, which is not an OSError.
+IMAGE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+# The suffixes each decoded format may carry. MPO is how PIL names a JPEG with extra embedded
+# pictures (many phone and camera photos): still a JPEG.
+_FORMAT_SUFFIX = {
+    "JPEG": (".jpg", ".jpeg"),
+    "MPO": (".jpg", ".jpeg"),
+    "PNG": (".png",),
+    "GIF": (".gif",),
+    "BMP": (".bmp",),
+    "WEBP": (".webp",),
+    "TIFF": (".tif", ".tiff"),
+}
+_EXIF_ORIENTATION = 0x0112
+
+
+def probe_image(path: Path) -> tuple[str, str, int, int, int | None]:
+    """(format, mode, width, height, EXIF orientation or None) from the header: no full decode."""
+    with Image.open(path) as im:
+        orientation = im.getexif().get(_EXIF_ORIENTATION) if im.format in ("JPEG", "MPO", "TIFF") else None
+        return im.format or "?", im.mode, im.width, im.height, orientation
+
+
+def suffix_matches(path: Path, fmt: str) -> bool:
+    """Whether the file's suffix names the format its content has."""
+    return path.suffix.lower() in _FORMAT_SUFFIX.get(fmt, ())
+
+
+def decode_image(path: Path, max_side: int | None = None) -> np.ndarray:
+    """Decode any image PIL reads (JPEG, PNG, GIF, CMYK, RGBA, grayscale) to RGB uint8 HxWx3.
+
+    Pixels are used as stored (an EXIF orientation tag is not applied), matching the frame the
+    box coordinates are read in. With ``max_side`` the image is shrunk (or enlarged) so its longest
+    side equals it; JPEGs are decoded at a reduced DCT scale first, several times faster than a
+    full decode for big photos.
+    """
+    with Image.open(path) as im:
+        if max_side is not None and im.format == "JPEG":
+            im.draft("RGB", (max_side, max_side))
+        im.load()
+        rgb = np.asarray(im.convert("RGB"))
+    if max_side is None:
+        return rgb
+    h, w = rgb.shape[:2]
+    scale = max_side / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    return cv2.resize(rgb, size, interpolation=interp)
+
+
+def list_images(path: str | Path) -> list[Path]:
+    """One image file, or the image files (by suffix, sorted) directly inside a folder."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if path.is_file():
+        return [path]
+    raise FileNotFoundError(f"input {path} is neither an image file nor a folder")
+
+
+def safe_names(
+    folder: Path, suffixes: Iterable[str], on_bad_name: Callable[[str, str], None]
+) -> dict[str, Path]:
+    """Map stem -> path for the regular files in ``folder`` with one of ``suffixes``.
+
+    The folder is listed as bytes so that a name that is not UTF-8 is reported (through
+    ``on_bad_name(name, fix)``) instead of crashing every later ``str`` operation on it; broken
+    links, loops and a second file with an already-seen stem are reported the same way. Entries are
+    sorted so that which of two files with one stem is kept does not depend on the file system.
+    """
+    found: dict[str, Path] = {}
+    if not folder.is_dir():
+        return found
+    suffixes = tuple(suffixes)
+    with os.scandir(os.fsencode(folder)) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    for entry in entries:
+        try:
+            name = os.fsdecode(entry.name)
+            name.encode("utf-8")
+        except UnicodeError:
+            on_bad_name(repr(entry.name), "rename the file to a UTF-8 name")
+            continue
+        if not name.lower().endswith(suffixes):
+            continue
+        try:
+            mode = os.stat(entry.path).st_mode  # follows links: raises on a loop or a dangling link
+        except OSError as exc:
+            on_bad_name(name, f"{exc.strerror or exc}")
+            continue
+        if not stat.S_ISREG(mode):
+            continue
+        stem = Path(name).stem
+        if stem in found:
+            on_bad_name(name, f"same stem as {found[stem].name}, which is used")
+            continue
+        found[stem] = folder / name
+    return found
