@@ -8,7 +8,7 @@ from omegaconf import DictConfig
 from petloc.models.backbone import BACKBONES
 from petloc.models.refine import DEFAULT_MARGIN
 
-MODES = ("box", "species", "breed")
+MODES = ("box", "class", "species", "breed")
 
 
 class ConfigError(ValueError):
@@ -36,9 +36,6 @@ def validate_config(cfg: DictConfig) -> None:
             f"refine_margin={margin!r}: the zoom-in crop is the first box times this factor and must hold "
             f"it: a number >= 1 (default {DEFAULT_MARGIN}), or refine=false to turn the refinement off"
         )
-    fraction = cfg.data.get("val_fraction")
-    if not 0 < fraction <= 1:
-        raise ConfigError(f"data.val_fraction={fraction!r}: must be in (0, 1]")
 
 
 def validate_training_config(cfg: DictConfig) -> None:

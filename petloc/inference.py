@@ -29,16 +29,11 @@ from torch import Tensor, nn
 
 from petloc.config import validate_config
 from petloc.data.augment import eval_transform
-from petloc.data.cache import decode_image
-from petloc.data.oxford import IMAGE_SUFFIXES, DatasetError, probe_image, read_oxford_pets
+from petloc.data.images import decode_image, probe_image
 from petloc.models.factory import build_module, config_from_checkpoint
 from petloc.models.module import PetLocModule
 
 log = logging.getLogger(__name__)
-
-SPECIES_NAMES = ("cat", "dog")  # Record.species: 0 cat, 1 dog (list.txt's SPECIES 1 and 2)
-# Errors PIL and OpenCV raise on a file that is not a decodable image (as the decode cache catches).
-UNREADABLE = (OSError, ValueError, SyntaxError)
 
 
 class CheckpointError(RuntimeError):
@@ -123,15 +118,14 @@ def describe_model(cfg: DictConfig) -> str:
 def load_model(path: str | Path, overrides: DictConfig | None = None) -> tuple[PetLocModule, DictConfig]:
     """Rebuild the trained module from a checkpoint, in eval mode on the CPU; returns it and its config.
 
-    The class count comes from the stored classifier weights, so a breed model trained on a folder
-    with any number of breeds rebuilds without that folder.
+    The class names come from the checkpoint's hyper-parameters, so a class-aware model rebuilds
+    (and names its classes) without the folder it was trained on.
     """
     checkpoint = read_checkpoint(path)
     trained = config_from_checkpoint(checkpoint)
     cfg = merge_config(trained, overrides)
     state = checkpoint["state_dict"]
-    classifier = state.get("classifier.weight")
-    module = build_module(cfg, 0 if classifier is None else int(classifier.shape[0]))
+    module = build_module(cfg, checkpoint.get("hyper_parameters", {}).get("class_names"))
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -144,26 +138,6 @@ def load_model(path: str | Path, overrides: DictConfig | None = None) -> tuple[P
             f"  PyTorch says: {detail}"
         ) from exc
     return module.eval(), cfg
-
-
-def class_names(cfg: DictConfig, num_classes: int) -> list[str]:
-    """Names of the class branch's outputs: none, cat/dog, or the dataset's breeds (from list.txt).
-
-    Breed names are read from the training folder (``data.root``); when it is gone the classes are
-    named by their 1-based CLASS-ID (``class_7``), which is what list.txt numbers them by.
-    """
-    if cfg.mode.name == "box":
-        return []
-    if cfg.mode.name == "species":
-        return list(SPECIES_NAMES)
-    try:
-        names = read_oxford_pets(cfg.data.root).breed_names
-    except DatasetError as exc:
-        log.warning("breed names unavailable (%s); using class_<CLASS-ID>", str(exc).splitlines()[0])
-        names = []
-    if len(names) != num_classes:
-        names = [f"class_{i + 1}" for i in range(num_classes)]
-    return names
 
 
 class ImageReader:
@@ -186,16 +160,6 @@ class ImageReader:
         image = decode_image(path, self.max_side)
         out = self.transform(image=image, bboxes=np.zeros((0, 4), np.float32), labels=[])
         return out["image"], (width, height)
-
-
-def list_images(path: str | Path) -> list[Path]:
-    """One image file, or the image files (by suffix, sorted) directly inside a folder."""
-    path = Path(path).expanduser()
-    if path.is_dir():
-        return sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if path.is_file():
-        return [path]
-    raise FileNotFoundError(f"input {path} is neither an image file nor a folder")
 
 
 def to_voc_pixels(box: Sequence[float], width: int, height: int) -> tuple[float, float, float, float]:

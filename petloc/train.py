@@ -18,9 +18,9 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 from petloc.config import validate_training_config
-from petloc.data.datamodule import PetsDataModule
+from petloc.data.datamodule import LocalizationDataModule
 from petloc.inference import CheckpointMismatchError, describe_model, read_checkpoint
-from petloc.models.factory import build_module, config_from_checkpoint, num_classes_for
+from petloc.models.factory import build_module, config_from_checkpoint
 from petloc.models.module import PetLocModule
 
 log = logging.getLogger(__name__)
@@ -148,11 +148,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     output_dir.mkdir(parents=True, exist_ok=True)
 
     num_workers = limit_cpu_use(cfg.data.num_workers)
-    datamodule: PetsDataModule = instantiate(cfg.data, num_workers=num_workers)
+    datamodule: LocalizationDataModule = instantiate(cfg.data, num_workers=num_workers)
     datamodule.setup("fit")
     assert datamodule.dataset is not None
-    print(datamodule.dataset.report.format())
-    model = build_module(cfg, num_classes_for(cfg.mode.name, datamodule.num_breeds))
+    print(datamodule.dataset.report.format_text())
+    model = build_module(cfg, datamodule.class_names)
     if cfg.get("init_from"):
         init_weights(model, cfg.init_from)
 

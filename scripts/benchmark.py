@@ -41,8 +41,8 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 
 from petloc import CONFIG_DIR
-from petloc.data.datamodule import PetsDataModule
-from petloc.models.factory import build_module, num_classes_for
+from petloc.data.datamodule import LocalizationDataModule
+from petloc.models.factory import build_module
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ["data=oxford_pets", f"data.root={REPO.parent / 'shared/data/oxford-pets-sample'}"]
@@ -100,13 +100,13 @@ def compose_config(overrides: list[str], tmp: Path) -> DictConfig:
 
 def measure_cache_build(cfg: DictConfig, tmp: Path) -> tuple[float, int]:
     """A cold decode-cache build into an empty folder (what the first run on a dataset pays)."""
-    dm: PetsDataModule = instantiate(cfg.data, cache_dir=str(tmp / "cold-cache"))
+    dm: LocalizationDataModule = instantiate(cfg.data, cache_dir=str(tmp / "cold-cache"))
     start = time.perf_counter()
     dm.setup("fit")
     return time.perf_counter() - start, len(dm.train_records) + len(dm.val_records)
 
 
-def measure_loader(dm: PetsDataModule, batches: int) -> float:
+def measure_loader(dm: LocalizationDataModule, batches: int) -> float:
     loader = dm.train_dataloader()
     times, seen = [], 0
     while seen < batches + 3:
@@ -155,20 +155,20 @@ def run(overrides: list[str], steps: int, warmup: int, repeats: int) -> dict[str
         L.seed_everything(cfg.seed, workers=True)
         cache_build_s, cache_images = measure_cache_build(cfg, tmp)
 
-        dm: PetsDataModule = instantiate(cfg.data)
+        dm: LocalizationDataModule = instantiate(cfg.data)
         dm.setup("fit")
         batch_size = cfg.data.batch_size
         loader_ips = measure_loader(dm, batches=steps)
 
         # model-only ceiling: the same Lightning steps on one real batch kept in memory
-        module = build_module(cfg, num_classes_for(cfg.mode.name, dm.num_breeds))
+        module = build_module(cfg, dm.class_names)
         batch = next(iter(dm.train_dataloader()))
         timer = StepTimer()
         in_memory = DataLoader(_Repeat(batch, warmup + steps), batch_size=None)  # no collation, no workers
         _trainer(warmup + steps, timer).fit(module, train_dataloaders=in_memory)
         model_ips = timer.images_per_second(batch_size, warmup)
 
-        module = build_module(cfg, num_classes_for(cfg.mode.name, dm.num_breeds))
+        module = build_module(cfg, dm.class_names)
         timer = StepTimer()
         _trainer(warmup + steps, timer).fit(module, datamodule=dm)
         e2e_ips = timer.images_per_second(batch_size, warmup)

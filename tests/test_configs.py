@@ -24,7 +24,7 @@ from optuna.samplers import TPESampler
 from petloc import CONFIG_DIR
 from petloc.config import MODES, ConfigError, validate_config, validate_training_config
 from petloc.data.augment import AugmentConfig, train_transform
-from petloc.data.datamodule import PetsDataModule
+from petloc.data.datamodule import LocalizationDataModule
 from petloc.models.backbone import create_backbone, pretrained_alphas
 
 # `hydra` configures Hydra itself (run folders), not the run: it has no alternatives to choose from
@@ -69,7 +69,7 @@ def instantiate_run(cfg: DictConfig) -> None:
         instantiate(cfg.scheduler)(optimizer=optimizer)
 
     datamodule = instantiate(cfg.data)
-    assert isinstance(datamodule, PetsDataModule)
+    assert isinstance(datamodule, LocalizationDataModule)
     assert datamodule.image_size == cfg.image_size
     assert isinstance(datamodule.augment, AugmentConfig) and datamodule.augment.name == cfg.augment.name
     train_transform(cfg.image_size, datamodule.augment)

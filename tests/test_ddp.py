@@ -21,7 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from petloc.cli.evaluate import evaluate
-from petloc.data.datamodule import PetsDataModule
+from petloc.data.datamodule import LocalizationDataModule
 from tests.conftest import PETLOC_TRAIN, event_scalars
 
 WORLD_SIZE, BATCH, EPOCHS = 2, 4, 2
@@ -60,7 +60,7 @@ def test_ddp_on_two_cpu_processes_logs_the_single_process_val_iou(
 
     best = torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
     assert (run / "checkpoints" / "last.ckpt").is_file()
-    datamodule: PetsDataModule = instantiate(OmegaConf.create(best["petloc_config"]).data)
+    datamodule: LocalizationDataModule = instantiate(OmegaConf.create(best["petloc_config"]).data)
     datamodule.setup("fit")
     n_train, n_val = len(datamodule.train_records), len(datamodule.val_records)
     assert n_val % WORLD_SIZE == 1

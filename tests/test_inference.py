@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from petloc import CONFIG_DIR
-from petloc.data.datamodule import PetsDataModule
+from petloc.data.datamodule import LocalizationDataModule
 from petloc.inference import (
     CheckpointError,
     CheckpointMismatchError,
@@ -203,7 +203,7 @@ def test_image_reader_gives_the_validation_pixels(oxford_sample: Path, tmp_path:
     _write_voc_folder(root, [oxford_sample / "images" / f"{n}.jpg" for n in names])
     data_cfg = OmegaConf.create(
         {
-            "_target_": "petloc.data.datamodule.PetsDataModule",
+            "_target_": "petloc.data.datamodule.LocalizationDataModule",
             "root": str(root),
             "image_size": 96,
             "val_fraction": 1.0,
@@ -212,7 +212,7 @@ def test_image_reader_gives_the_validation_pixels(oxford_sample: Path, tmp_path:
             "cache_scale": 1.25,
         }
     )
-    datamodule = PetsDataModule(**{k: v for k, v in data_cfg.items() if k != "_target_"})
+    datamodule = LocalizationDataModule(**{k: v for k, v in data_cfg.items() if k != "_target_"})
     datamodule.setup("validate")
     dataset = datamodule.val_dataloader().dataset
     assert len(dataset) == len(names)

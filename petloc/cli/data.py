@@ -2,15 +2,16 @@
 
 Usage::
 
-    petloc-data synth OUT [--n N] [--seed S] [--decode]
+    petloc-data synth OUT [--format oxford|voc|coco|yolo|csv] [--n N] [--seed S] [--decode]
     petloc-data download ROOT [--base-url URL] [--decode]
-    petloc-data check ROOT [--decode]
+    petloc-data check ROOT [--format auto|oxford|voc|coco|yolo|csv] [--decode]
 
-Every subcommand ends with the check: it prints the reader's report (the counts and names of every
-file that was fixed up or left out) and exits 0 when usable boxed images remain, 1 with the reason
-when none do. ``--decode`` also decodes every usable image, which finds truncated and corrupt files
-that a header probe cannot see; training does the same decode (the decode cache), so this is the
-way to learn about such files before a run rather than at its start.
+Every subcommand ends with the check: it names the format (detected unless given), prints the
+reader's report (the counts and names of every file that was fixed up or left out) and exits 0 when
+usable boxed images remain, 1 with the reason when none do. ``--decode`` also decodes every usable
+image, which finds truncated and corrupt files that a header probe cannot see; training does the
+same decode (the decode cache), so this is the way to learn about such files before a run rather
+than at its start.
 """
 
 from __future__ import annotations
@@ -24,29 +25,53 @@ from pathlib import Path
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from petloc.data.cache import build_decode_cache
-from petloc.data.oxford import DatasetError, read_oxford_pets
+from petloc.data.formats import FORMATS, detect_format, read_dataset
+from petloc.data.records import DatasetError
 from petloc.data.synthetic import generate_synthetic_pets
+from petloc.data.writers import WRITERS
 
 # Side of the throw-away cache that `--decode` builds. A JPEG is still read to its last byte at a
 # reduced DCT scale, so truncation and corruption are found while the cache stays small.
 DECODE_CHECK_SIDE = 64
 
 
-def check(root: Path, decode: bool = False) -> int:
-    """Print the dataset report; 0 when usable boxed images remain, else 1 with the reason on stderr."""
+def check(root: Path, format: str = "auto", decode: bool = False) -> int:
+    """Print the format and the dataset report; 0 when usable boxed images remain, else 1 with the
+    reason on stderr."""
     try:
-        pets = read_oxford_pets(root)
+        name = detect_format(root) if format == "auto" else format
+        print(f"format: {name}" + (" (detected)" if format == "auto" else ""))
+        dataset = read_dataset(root, name)
     except DatasetError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     if decode:
         with tempfile.TemporaryDirectory(prefix="petloc-decode-check-") as tmp:
-            usable = build_decode_cache(pets.records, DECODE_CHECK_SIDE, Path(tmp), pets.report)[1]
+            usable = build_decode_cache(dataset.records, DECODE_CHECK_SIDE, Path(tmp), dataset.report)[1]
         if not usable:
-            print(f"error: no image of {root} decodes:\n{pets.report.format()}", file=sys.stderr)
+            print(f"error: no image of {root} decodes:\n{dataset.report.format_text()}", file=sys.stderr)
             return 1
-    print(pets.report.format())
+    print(dataset.report.format_text())
+    for label_set, names in dataset.label_sets.items():
+        shown = ", ".join(names[:10]) + (f", ... ({len(names)} in all)" if len(names) > 10 else "")
+        print(f"  label set {label_set!r}: {shown}")
     return 0
+
+
+def synth(out: Path, format: str, n: int, seed: int) -> Path:
+    """The synthetic set in ``format``: generated in the Oxford layout (the generator's own), then,
+    for another format, its boxed images written by :data:`WRITERS` into ``out`` (which must not
+    hold anything yet). Class = breed."""
+    if format == "oxford":
+        return generate_synthetic_pets(out, n=n, seed=seed)
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} is not empty: choose a new folder for the {format} set")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # beside OUT, so that images are hard-linked rather than copied
+    with tempfile.TemporaryDirectory(prefix=".petloc-synth-", dir=out.parent) as tmp:
+        dataset = read_dataset(generate_synthetic_pets(Path(tmp) / "oxford", n=n, seed=seed), "oxford")
+        WRITERS[format](dataset.records, dataset.classes, out)
+    return out
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -63,7 +88,10 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     synth = sub.add_parser("synth", parents=[decode], help="generate the synthetic set, then check it")
-    synth.add_argument("out", type=Path, help="folder to write (Oxford layout)")
+    synth.add_argument("out", type=Path, help="folder to write")
+    synth.add_argument(
+        "--format", default="oxford", choices=["oxford", *WRITERS], help="layout to write (default oxford)"
+    )
     synth.add_argument("--n", type=int, default=1200, help="number of images (default 1200)")
     synth.add_argument("--seed", type=int, default=0, help="generation seed (default 0)")
 
@@ -74,16 +102,20 @@ def _parser() -> argparse.ArgumentParser:
     download.add_argument("--base-url", help="where the two archives are (default: the official site)")
 
     check_ = sub.add_parser("check", parents=[decode], help="validate a dataset folder and report bad files")
-    check_.add_argument("root", type=Path, help="folder in the Oxford layout")
+    check_.add_argument("root", type=Path, help="dataset folder")
+    check_.add_argument(
+        "--format", default="auto", choices=["auto", *FORMATS], help="the folder's format (default: detect)"
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run one subcommand; the return value is the exit status."""
     args = _parser().parse_args(argv)
+    fmt = getattr(args, "format", "auto")
     if args.command == "synth":
         try:
-            root = generate_synthetic_pets(args.out, n=args.n, seed=args.seed)
+            root = synth(args.out, args.format, n=args.n, seed=args.seed)
         except (ValueError, FileExistsError) as error:  # bad --n/--seed, or OUT holds something else
             print(f"error: {error}", file=sys.stderr)
             return 1
@@ -99,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     else:
         root = args.root
-    return check(root, decode=args.decode)
+    return check(root, fmt, decode=args.decode)
 
 
 if __name__ == "__main__":

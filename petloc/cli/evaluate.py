@@ -34,7 +34,7 @@ from PIL import Image
 from torch import Tensor
 
 from petloc import CONFIG_DIR
-from petloc.data.datamodule import PetsDataModule
+from petloc.data.datamodule import LocalizationDataModule
 from petloc.inference import load_model
 from petloc.metrics import paired_box_iou
 from petloc.viz import box_grid
@@ -104,7 +104,12 @@ def plot_histogram(ious: np.ndarray, path: Path) -> None:
 
 
 def save_worst(
-    datamodule: PetsDataModule, ious: np.ndarray, boxes: Tensor, indices: np.ndarray, k: int, path: Path
+    datamodule: LocalizationDataModule,
+    ious: np.ndarray,
+    boxes: Tensor,
+    indices: np.ndarray,
+    k: int,
+    path: Path,
 ) -> None:
     """A sheet of the ``k`` lowest-IoU images as the model saw them (red predicted, green true)."""
     order = np.argsort(ious, kind="stable")[:k]
@@ -121,7 +126,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     module, model_cfg = load_model(cfg.ckpt_path, cfg)
     output = Path(cfg.output)
     output.mkdir(parents=True, exist_ok=True)
-    datamodule: PetsDataModule = instantiate(model_cfg.data)
+    datamodule: LocalizationDataModule = instantiate(model_cfg.data)
     collector = PerImageIoU()
     # A fresh single-device trainer: the training one may be DDP, whose sampler pads the split.
     trainer = L.Trainer(

@@ -29,7 +29,10 @@ import torch
 from omegaconf import DictConfig
 
 from petloc import CONFIG_DIR
-from petloc.inference import UNREADABLE, ImageReader, InferenceModel, list_images, load_model
+from petloc.data.formats import read_dataset
+from petloc.data.images import IMAGE_ERRORS, list_images
+from petloc.data.records import DatasetError
+from petloc.inference import ImageReader, InferenceModel, load_model
 
 log = logging.getLogger(__name__)
 
@@ -59,19 +62,29 @@ def export_onnx(model: InferenceModel, example: torch.Tensor, path: Path) -> Non
     )
 
 
-def load_check_images(cfg: DictConfig, model_cfg: DictConfig, reader: ImageReader) -> torch.Tensor:
-    """Up to ``n_check`` preprocessed images: ``check_input``, else the trained dataset's images/.
+def dataset_images(data_cfg: DictConfig, n: int) -> list[Path]:
+    """The first ``n`` usable images of the dataset a model was trained on; [] when it is gone."""
+    try:
+        dataset = read_dataset(data_cfg.root, data_cfg.format, data_cfg.multi_object, **data_cfg.options)
+    except DatasetError as exc:
+        log.warning("trained dataset unavailable: %s", str(exc).splitlines()[0])
+        return []
+    return [r.path for r in dataset.records[:n]]
 
-    Seeded noise stands in only when that folder is gone; real images are preferred because the
+
+def load_check_images(cfg: DictConfig, model_cfg: DictConfig, reader: ImageReader) -> torch.Tensor:
+    """Up to ``n_check`` preprocessed images: ``check_input``, else the trained dataset's images.
+
+    Seeded noise stands in only when that dataset is gone; real images are preferred because the
     centre head's arg-max over cells is what a tiny numeric difference could flip.
     """
-    source = Path(cfg.check_input or Path(model_cfg.data.root) / "images").expanduser()
-    files = list_images(source) if cfg.check_input or source.is_dir() else []
+    source = cfg.check_input or model_cfg.data.root
+    files = list_images(cfg.check_input) if cfg.check_input else dataset_images(model_cfg.data, cfg.n_check)
     images = []
     for path in files:
         try:
             images.append(reader(path)[0])
-        except UNREADABLE as exc:
+        except IMAGE_ERRORS as exc:
             log.warning("check image %s skipped: %s", path, exc)
         if len(images) == cfg.n_check:
             break

@@ -26,16 +26,8 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from petloc import CONFIG_DIR
-from petloc.data.cache import decode_image
-from petloc.inference import (
-    UNREADABLE,
-    ImageReader,
-    InferenceModel,
-    class_names,
-    list_images,
-    load_model,
-    to_voc_pixels,
-)
+from petloc.data.images import IMAGE_ERRORS, decode_image, list_images
+from petloc.inference import ImageReader, InferenceModel, load_model, to_voc_pixels
 from petloc.viz import draw_pair
 
 log = logging.getLogger(__name__)
@@ -63,7 +55,7 @@ def predict(cfg: DictConfig) -> Path:
     auto = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(auto if cfg.device == "auto" else cfg.device)
     model = InferenceModel(module).to(device)
-    names = class_names(model_cfg, module.hparams.num_classes)
+    names = list(module.hparams.class_names)
     reader = ImageReader(model_cfg.data)
     files = list_images(cfg.input)
     output = Path(cfg.output)
@@ -79,7 +71,7 @@ def predict(cfg: DictConfig) -> Path:
         for path in chunk:
             try:
                 loaded.append((path, *reader(path)))
-            except UNREADABLE as exc:
+            except IMAGE_ERRORS as exc:
                 log.warning("skipped %s: cannot decode it (%s)", path, exc)
                 skipped.append(path.name)
         if not loaded:

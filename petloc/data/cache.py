@@ -20,35 +20,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
-from PIL import Image
 from tqdm.auto import tqdm
 
-from petloc.data.oxford import DataReport, Record
+from petloc.data.images import IMAGE_ERRORS, decode_image
+from petloc.data.records import DataReport, Record
 from petloc.processes import process_alive
 
 CACHE_VERSION = 1
-
-
-def decode_image(path: Path, max_side: int | None = None) -> np.ndarray:
-    """Decode any image PIL reads (JPEG, PNG, GIF, CMYK, RGBA, grayscale) to RGB uint8 HxWx3.
-
-    With ``max_side`` the image is shrunk (or enlarged) so its longest side equals it; JPEGs are
-    decoded at a reduced DCT scale first, several times faster than a full decode for big photos.
-    """
-    with Image.open(path) as im:
-        if max_side is not None and im.format == "JPEG":
-            im.draft("RGB", (max_side, max_side))
-        im.load()
-        rgb = np.asarray(im.convert("RGB"))
-    if max_side is None:
-        return rgb
-    h, w = rgb.shape[:2]
-    scale = max_side / max(h, w)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    return cv2.resize(rgb, size, interpolation=interp)
 
 
 @dataclass
@@ -116,7 +95,7 @@ def _build(records: Sequence[Record], max_side: int, folder: Path, progress: boo
     for record in tqdm(records, desc=f"decode cache ({max_side}px)", disable=not progress, unit="img"):
         try:
             image = decode_image(record.path, max_side)
-        except (OSError, ValueError, SyntaxError) as exc:
+        except IMAGE_ERRORS as exc:
             failed[record.image_id] = f"{record.path.name}: {exc}"[:200]
             continue
         h, w = image.shape[:2]

@@ -1,4 +1,4 @@
-"""LightningDataModule over an Oxford-layout folder (real pets or the synthetic set).
+"""LightningDataModule over a dataset folder in any registered format (:mod:`petloc.data.formats`).
 
 Batches carry uint8 NHWC images; normalization to the backbone's mean/std happens on the model's
 device (:class:`petloc.models.module.PetLocModule`), which moves 4x fewer bytes through the loader
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -27,16 +27,15 @@ from petloc.data.augment import (
     train_transform,
 )
 from petloc.data.cache import DecodedImages, build_decode_cache
-from petloc.data.oxford import OxfordPets, Record, read_oxford_pets
-from petloc.data.split import stratified_split
+from petloc.data.formats import read_dataset
+from petloc.data.records import MultiObject, Record, RecordSet
+from petloc.data.split import SplitMode, split_records
 
 log = logging.getLogger(__name__)
 
-Target = Literal["box", "species", "breed"]
-
 
 class BoxDataset(Dataset):
-    """Cached images + boxes (+ class labels); augmentation keeps the single box (see augment.py).
+    """Cached images + boxes (+ class label); augmentation keeps the single box (see augment.py).
 
     A sample's ``boxes`` has :data:`MAX_BOXES` rows, of which the first ``num_boxes`` are objects:
     one, its own box (also ``box``), except in a mosaic, which shows up to four training images.
@@ -49,8 +48,10 @@ class BoxDataset(Dataset):
         image_size: int,
         augment: AugmentConfig | None,
         mosaic_on: torch.Tensor | None = None,
+        label_set: str | None = None,
     ) -> None:
         self.records = records
+        self.label_set = label_set
         self.cache = cache
         self.fallback = eval_transform(image_size)
         self.transform = train_transform(image_size, augment) if augment is not None else self.fallback
@@ -89,8 +90,8 @@ class BoxDataset(Dataset):
             "boxes": torch.from_numpy(slots),
             "num_boxes": len(boxes),
             "mosaic": is_mosaic,
-            "species": r.species,
-            "breed": r.breed,
+            # the class index in the mode's label set (0 in box mode, where nothing reads it)
+            "label": r.labels[self.label_set] if self.label_set is not None else 0,
             "index": index,
         }
 
@@ -110,12 +111,22 @@ class BoxDataset(Dataset):
         return None, None
 
 
-class PetsDataModule(L.LightningDataModule):
-    """Reads the folder, reports its quirks once, splits, decodes once, serves batches."""
+class LocalizationDataModule(L.LightningDataModule):
+    """Reads the folder (any format), reports its problems once, splits, decodes once, serves batches.
+
+    ``format`` names the reader (``auto`` detects it) and ``options`` are that reader's own keys;
+    ``label_set`` is the label set the mode trains (``class``; ``species`` for Oxford pets; None:
+    box only).
+    """
 
     def __init__(
         self,
         root: str,
+        format: str = "auto",
+        options: dict[str, Any] | None = None,
+        multi_object: MultiObject = "largest",
+        split: SplitMode = "auto",
+        label_set: str | None = None,
         image_size: int = 128,
         batch_size: int = 32,
         num_workers: int = 1,
@@ -130,7 +141,14 @@ class PetsDataModule(L.LightningDataModule):
         super().__init__()
         if image_size % 32:
             raise ValueError(f"image_size must be a multiple of 32, got {image_size}")
+        if not 0 < val_fraction <= 1:
+            raise ValueError(f"data.val_fraction={val_fraction!r}: must be in (0, 1]")
         self.root = Path(root).expanduser()
+        self.format = format
+        self.options = dict(options or {})
+        self.multi_object = multi_object
+        self.split = split
+        self.label_set = label_set
         self.image_size = image_size
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -141,7 +159,7 @@ class PetsDataModule(L.LightningDataModule):
         self.max_side = round(image_size * cache_scale)
         self.synthetic = synthetic
         self.persistent_workers = persistent_workers
-        self.dataset: OxfordPets | None = None
+        self.dataset: RecordSet | None = None
         self.train_records: list[Record] = []
         self.val_records: list[Record] = []
         self.cache: DecodedImages | None = None
@@ -162,21 +180,28 @@ class PetsDataModule(L.LightningDataModule):
         if self.cache is not None:
             return
         self.prepare_data()  # idempotent; makes setup() alone enough for scripts and tests
-        self.dataset = read_oxford_pets(self.root)
-        cache, usable = build_decode_cache(
-            self.dataset.records, self.max_side, self.cache_dir, self.dataset.report
+        dataset = read_dataset(self.root, self.format, self.multi_object, **self.options)
+        if self.label_set is not None and self.label_set not in dataset.label_sets:
+            raise ValueError(
+                f"this mode trains the label set {self.label_set!r}, but {self.root} (format "
+                f"{dataset.format}) has {sorted(dataset.label_sets) or 'no class labels'}: use mode=box"
+                + (" or mode=class" if "class" in dataset.label_sets else "")
+            )
+        cache, usable = build_decode_cache(dataset.records, self.max_side, self.cache_dir, dataset.report)
+        dataset.records = usable
+        self.train_records, self.val_records, how = split_records(
+            dataset, self.val_fraction, self.seed, self.split
         )
-        self.cache = cache
-        self.train_records, self.val_records = stratified_split(usable, self.val_fraction, self.seed)
-        log.info("%s", self.dataset.report.format())
-        log.info(
-            "split: %d train, %d val (seed %d)", len(self.train_records), len(self.val_records), self.seed
+        dataset.report.notes.append(
+            f"split: {len(self.train_records)} train, {len(self.val_records)} val; {how}"
         )
+        self.dataset, self.cache = dataset, cache
 
     @property
-    def num_breeds(self) -> int:
+    def class_names(self) -> list[str]:
+        """The names of the mode's classes (empty in box mode)."""
         assert self.dataset is not None, "call setup() first"
-        return self.dataset.num_breeds
+        return list(self.dataset.label_sets[self.label_set]) if self.label_set is not None else []
 
     def train_mean_box(self) -> torch.Tensor:
         """The training set's mean box: the constant-box baseline logged as val/iou_mean_box."""
@@ -185,7 +210,12 @@ class PetsDataModule(L.LightningDataModule):
     def _loader(self, records: list[Record], train: bool) -> DataLoader:
         assert self.cache is not None, "call setup() first"
         dataset = BoxDataset(
-            records, self.cache, self.image_size, self.augment if train else None, self.mosaic_on
+            records,
+            self.cache,
+            self.image_size,
+            self.augment if train else None,
+            self.mosaic_on,
+            self.label_set,
         )
         sampler = None
         if not train and self.trainer is not None and self.trainer.world_size > 1:

@@ -269,7 +269,9 @@ def assemble(
         if not ann.normalized and ann.size is not None and ann.size[0] > 0 and ann.size[1] > 0:
             if tuple(ann.size) != (width, height):
                 report.add(
-                    "size_mismatch", ann.source, f"annotated {ann.size[0]}x{ann.size[1]}, image {width}x{height}"
+                    "size_mismatch",
+                    ann.source,
+                    f"annotated {ann.size[0]}x{ann.size[1]}, image {width}x{height}",
                 )
             frame = ann.size
         else:

@@ -11,13 +11,10 @@ from petloc.models.module import PetLocModule
 from petloc.models.refine import DEFAULT_MARGIN
 
 
-def num_classes_for(mode: str, num_breeds: int) -> int:
-    """Classes of the class branch: none (box), 2 species, or the dataset's breeds (list.txt)."""
-    return {"box": 0, "species": 2, "breed": num_breeds}[mode]
+def build_module(cfg: DictConfig, class_names: list[str] | None = None) -> PetLocModule:
+    """Instantiate backbone, head, loss, optimizer and scheduler from their config groups.
 
-
-def build_module(cfg: DictConfig, num_classes: int) -> PetLocModule:
-    """Instantiate backbone, head, loss, optimizer and scheduler from their config groups."""
+    ``class_names`` are the mode's classes (the datamodule's ``class_names``; none in box mode)."""
     module = PetLocModule(
         backbone=instantiate(cfg.backbone),
         head=instantiate(cfg.head),
@@ -25,7 +22,7 @@ def build_module(cfg: DictConfig, num_classes: int) -> PetLocModule:
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         mode=cfg.mode.name,
-        num_classes=num_classes,
+        class_names=list(class_names or []),
         cls_weight=cfg.mode.cls_weight,
         image_size=cfg.image_size,
         nan_policy=cfg.get("nan_policy", "stop"),

@@ -22,8 +22,6 @@ from petloc.viz import box_grid
 
 log = logging.getLogger(__name__)
 
-LABEL_KEYS = {"species": "species", "breed": "breed"}
-
 
 class PetLocModule(L.LightningModule):
     """Single-object localization with an optional class branch.
@@ -41,7 +39,7 @@ class PetLocModule(L.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., Any] | None = None,
         mode: str = "box",
-        num_classes: int = 0,
+        class_names: list[str] | None = None,
         cls_weight: float = 1.0,
         image_size: int = 128,
         log_images: int = 16,
@@ -61,6 +59,10 @@ class PetLocModule(L.LightningModule):
         channels = backbone.feature_info.channels()
         self.head = head(in_channels=channels)
         self.box_loss = loss
+        # the names travel in the checkpoint's hyper-parameters: predict names classes without the data
+        num_classes = len(class_names or [])
+        if mode != "box" and num_classes < 2:
+            raise ValueError(f"mode={mode!r} needs at least two class names, got {class_names!r}")
         self.classifier = nn.Linear(channels[-1], num_classes) if mode != "box" else None
         cfg = backbone.pretrained_cfg
         self.register_buffer("pixel_mean", torch.tensor(cfg["mean"]).view(1, 3, 1, 1) * 255, persistent=False)
@@ -130,7 +132,7 @@ class PetLocModule(L.LightningModule):
         valid = torch.arange(boxes.shape[1], device=boxes.device) < batch["num_boxes"].view(-1, 1)
         loss = self.head.loss(out, boxes, valid, self.box_loss)
         if logits is not None:
-            labels = batch[LABEL_KEYS[self.hparams.mode]]
+            labels = batch["label"]
             # A mosaic shows several pets but carries one image's label: it trains the boxes only.
             single = (~batch["mosaic"]).float()
             cross_entropy = F.cross_entropy(logits.float(), labels, reduction="none")
@@ -170,7 +172,7 @@ class PetLocModule(L.LightningModule):
         self.val_metrics.update(pred, target)
         self.val_baseline.update(self.mean_box.expand_as(target), target)
         if logits is not None and self.val_cls_acc is not None:
-            self.val_cls_acc.update(logits, batch[LABEL_KEYS[self.hparams.mode]])
+            self.val_cls_acc.update(logits, batch["label"])
         if batch_idx == 0 and self.hparams.log_images:
             k = self.hparams.log_images
             self._image_grid = box_grid(batch["image"][:k], pred[:k], target[:k])

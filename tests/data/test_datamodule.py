@@ -1,4 +1,4 @@
-"""Tests for petloc.data.datamodule.PetsDataModule on the real sample.
+"""Tests for petloc.data.datamodule.LocalizationDataModule on the real sample.
 
 Oracles: the sample's files themselves (its 730 XMLs are the usable boxed images), the documented
 batch format (uint8 NHWC at ``image_size``, normalized float boxes), and a second loader built with
@@ -17,7 +17,7 @@ import yaml
 
 from petloc import CONFIG_DIR
 from petloc.data.augment import MAX_BOXES
-from petloc.data.datamodule import PetsDataModule
+from petloc.data.datamodule import LocalizationDataModule
 
 SIZE = 64
 BATCH = 16
@@ -28,10 +28,10 @@ def preset(name: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def make_dm(oxford_sample: Path, cache_dir: Path) -> Callable[..., PetsDataModule]:
+def make_dm(oxford_sample: Path, cache_dir: Path) -> Callable[..., LocalizationDataModule]:
     """Data modules on the sample; all share the session's decode cache, so it is built once."""
 
-    def make(**overrides: object) -> PetsDataModule:
+    def make(**overrides: object) -> LocalizationDataModule:
         kwargs: dict = dict(
             root=str(oxford_sample),
             image_size=SIZE,
@@ -43,7 +43,7 @@ def make_dm(oxford_sample: Path, cache_dir: Path) -> Callable[..., PetsDataModul
             cache_dir=str(cache_dir),
             persistent_workers=False,
         )
-        dm = PetsDataModule(**{**kwargs, **overrides})
+        dm = LocalizationDataModule(**{**kwargs, **overrides})
         dm.setup("fit")
         return dm
 
@@ -51,7 +51,7 @@ def make_dm(oxford_sample: Path, cache_dir: Path) -> Callable[..., PetsDataModul
 
 
 @pytest.mark.realdata
-def test_batches_have_the_documented_shapes_and_types(make_dm: Callable[..., PetsDataModule]) -> None:
+def test_batches_have_the_documented_shapes_and_types(make_dm: Callable[..., LocalizationDataModule]) -> None:
     dm = make_dm(augment=preset("light"))
     for loader in (dm.train_dataloader(), dm.val_dataloader()):
         batch = next(iter(loader))
@@ -67,7 +67,7 @@ def test_batches_have_the_documented_shapes_and_types(make_dm: Callable[..., Pet
 
 @pytest.mark.realdata
 def test_every_usable_image_is_used_exactly_once(
-    make_dm: Callable[..., PetsDataModule], oxford_sample: Path
+    make_dm: Callable[..., LocalizationDataModule], oxford_sample: Path
 ) -> None:
     dm = make_dm()
     xml_stems = {p.stem for p in (oxford_sample / "annotations" / "xmls").glob("*.xml")}
@@ -84,7 +84,7 @@ def test_every_usable_image_is_used_exactly_once(
 
 
 @pytest.mark.realdata
-def test_val_batches_carry_the_record_boxes(make_dm: Callable[..., PetsDataModule]) -> None:
+def test_val_batches_carry_the_record_boxes(make_dm: Callable[..., LocalizationDataModule]) -> None:
     dm = make_dm()
     batch = next(iter(dm.val_dataloader()))
     want = torch.tensor([dm.val_records[i].box for i in batch["index"].tolist()], dtype=torch.float32)
@@ -92,7 +92,7 @@ def test_val_batches_carry_the_record_boxes(make_dm: Callable[..., PetsDataModul
 
 
 @pytest.mark.realdata
-def test_same_seed_gives_the_same_first_batch(make_dm: Callable[..., PetsDataModule]) -> None:
+def test_same_seed_gives_the_same_first_batch(make_dm: Callable[..., LocalizationDataModule]) -> None:
     def first_batch(seed: int) -> dict:
         dm = make_dm(augment=preset("strong"))
         L.seed_everything(seed, verbose=False)
@@ -105,7 +105,7 @@ def test_same_seed_gives_the_same_first_batch(make_dm: Callable[..., PetsDataMod
 
 
 @pytest.mark.realdata
-def test_a_worker_process_serves_the_same_val_batches(make_dm: Callable[..., PetsDataModule]) -> None:
+def test_a_worker_process_serves_the_same_val_batches(make_dm: Callable[..., LocalizationDataModule]) -> None:
     in_process = next(iter(make_dm(num_workers=0).val_dataloader()))
     in_worker = next(iter(make_dm(num_workers=1).val_dataloader()))
     for key in ("index", "image", "box", "breed"):
@@ -113,7 +113,7 @@ def test_a_worker_process_serves_the_same_val_batches(make_dm: Callable[..., Pet
 
 
 @pytest.mark.realdata
-def test_a_worker_process_serves_augmented_train_batches(make_dm: Callable[..., PetsDataModule]) -> None:
+def test_a_worker_process_serves_augmented_train_batches(make_dm: Callable[..., LocalizationDataModule]) -> None:
     dm = make_dm(num_workers=1, augment=preset("light"))
     L.seed_everything(0, verbose=False)
     batch = next(iter(dm.train_dataloader()))
@@ -123,11 +123,11 @@ def test_a_worker_process_serves_augmented_train_batches(make_dm: Callable[..., 
 
 def test_image_size_must_be_a_multiple_of_32(oxford_sample: Path) -> None:
     with pytest.raises(ValueError, match="multiple of 32"):
-        PetsDataModule(root=str(oxford_sample), image_size=100)
+        LocalizationDataModule(root=str(oxford_sample), image_size=100)
 
 
 @pytest.mark.realdata
-def test_train_batches_carry_the_augmented_boxes(make_dm: Callable[..., PetsDataModule]) -> None:
+def test_train_batches_carry_the_augmented_boxes(make_dm: Callable[..., LocalizationDataModule]) -> None:
     dm = make_dm(augment={"name": "flip", "hflip": 1.0})
     L.seed_everything(0, verbose=False)
     batch = next(iter(dm.train_dataloader()))
@@ -137,7 +137,7 @@ def test_train_batches_carry_the_augmented_boxes(make_dm: Callable[..., PetsData
 
 
 @pytest.mark.realdata
-def test_mosaic_batches_carry_several_boxes_in_fixed_slots(make_dm: Callable[..., PetsDataModule]) -> None:
+def test_mosaic_batches_carry_several_boxes_in_fixed_slots(make_dm: Callable[..., LocalizationDataModule]) -> None:
     dm = make_dm(augment={**preset("strong"), "mosaic": 0.5})
     L.seed_everything(0, verbose=False)
     batches = [batch for _, batch in zip(range(4), dm.train_dataloader(), strict=False)]
@@ -158,7 +158,7 @@ def test_mosaic_batches_carry_several_boxes_in_fixed_slots(make_dm: Callable[...
 
 
 @pytest.mark.realdata
-def test_set_mosaic_reaches_a_running_loader_worker(make_dm: Callable[..., PetsDataModule]) -> None:
+def test_set_mosaic_reaches_a_running_loader_worker(make_dm: Callable[..., LocalizationDataModule]) -> None:
     """CloseMosaic flips the flag in the training process; a persistent worker, started before, must
     stop making mosaics from the next epoch on."""
     dm = make_dm(augment={**preset("strong"), "mosaic": 1.0}, num_workers=1, persistent_workers=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from petloc.data.datamodule import PetsDataModule
+from petloc.data.datamodule import LocalizationDataModule
 
 pytestmark = pytest.mark.realdata
 
@@ -160,15 +160,15 @@ def xml_has_a_box(path: Path) -> bool:
     return True
 
 
-def datamodule(root: Path, cache: Path) -> PetsDataModule:
-    dm = PetsDataModule(
+def datamodule(root: Path, cache: Path) -> LocalizationDataModule:
+    dm = LocalizationDataModule(
         str(root), image_size=64, batch_size=8, num_workers=0, val_fraction=0.2, cache_dir=str(cache)
     )
     dm.setup("fit")
     return dm
 
 
-def usable_ids(dm: PetsDataModule) -> set[str]:
+def usable_ids(dm: LocalizationDataModule) -> set[str]:
     return {r.image_id for r in dm.train_records + dm.val_records}
 
 

@@ -62,7 +62,8 @@ def detect_format(root: Path) -> str:
             return name
     raise DatasetError(
         f"cannot tell the format of {root}: found no Oxford-IIIT Pet lists, COCO JSON, YOLO labels, VOC "
-        f"XMLs or CSV. Name it with data.format=NAME (petloc-data check --format NAME), one of {list(FORMATS)}"
+        f"XMLs or CSV. Name it with data.format=NAME (petloc-data check --format NAME), "
+        f"one of {list(FORMATS)}"
     )
 
 

@@ -50,7 +50,9 @@ def read_list(path: Path, report: DataReport) -> dict[str, ListEntry]:
                 raise ValueError
         except (ValueError, IndexError):
             report.add(
-                "malformed_entry", f"{path.name}:{lineno}", f"{line[:80]!r} is not 'Image CLASS-ID SPECIES BREED-ID'"
+                "malformed_entry",
+                f"{path.name}:{lineno}",
+                f"{line[:80]!r} is not 'Image CLASS-ID SPECIES BREED-ID'",
             )
             continue
         entries[name] = ListEntry(breed=class_id - 1, species=species - 1)
@@ -84,7 +86,9 @@ def read_oxford(root: Path, report: DataReport) -> Parsed:
     if n_test:
         report.notes.append(f"{n_test} images in test.txt have no box (as in the original split): not used")
     for stem in sorted((trainval.keys() - xmls.keys()) & images.keys()):
-        report.add("missing_annotation", images[stem].name, f"listed in trainval.txt, no annotations/xmls/{stem}.xml")
+        report.add(
+            "missing_annotation", images[stem].name, f"listed in trainval.txt, no annotations/xmls/{stem}.xml"
+        )
     for stem in sorted(trainval.keys() - xmls.keys() - images.keys()):
         report.add("missing_image", f"{stem}", f"listed in trainval.txt, no images/{stem}.jpg")
 
@@ -106,7 +110,7 @@ def read_oxford(root: Path, report: DataReport) -> Parsed:
         image = images.get(stem, root / "images" / f"{stem}.jpg")
         annotations.append(voc_annotation(voc, image, report, xml.name, labels=labels))
     annotated = {a.image for a in annotations}
-    for stem, path in sorted(images.items()):
+    for path in sorted(images.values()):
         if path not in annotated:
             probe_into(path, report)  # unboxed images too: their quirks are worth knowing
     return Parsed(annotations, {"class": names, "species": SPECIES})

@@ -66,7 +66,9 @@ def parse_voc(path: Path) -> VocFile:
     return VocFile(filename, width, height, boxes, names, difficult)  # type: ignore[arg-type]
 
 
-def voc_annotation(voc: VocFile, image: Path, report: DataReport, source: str, **fields: object) -> Annotation:
+def voc_annotation(
+    voc: VocFile, image: Path, report: DataReport, source: str, **fields: object
+) -> Annotation:
     """The :class:`Annotation` of one parsed XML; fractional coordinates are reported."""
     objects = []
     fractional = False
