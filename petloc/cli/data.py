@@ -52,9 +52,11 @@ def check(root: Path, format: str = "auto", decode: bool = False) -> int:
             print(f"error: no image of {root} decodes:\n{dataset.report.format_text()}", file=sys.stderr)
             return 1
     print(dataset.report.format_text())
-    for label_set, names in dataset.label_sets.items():
-        shown = ", ".join(names[:10]) + (f", ... ({len(names)} in all)" if len(names) > 10 else "")
-        print(f"  label set {label_set!r}: {shown}")
+    sets = [
+        f"{key} ({len(names)}: {', '.join(names[:5])}{', ...' if len(names) > 5 else ''})"
+        for key, names in dataset.label_sets.items()
+    ]
+    print(f"label sets: {'; '.join(sets) or 'none (box only)'}")
     return 0
 
 

@@ -237,12 +237,14 @@ def assemble(
     report: DataReport,
     multi_object: MultiObject = "largest",
     label_sets: Mapping[str, list[str]] | None = None,
+    hint: str | None = None,
 ) -> RecordSet:
     """Validate parsed annotations against their images and build the records (see the module doc).
 
     ``label_sets`` fixes the class lists (and their order) where the format defines them (COCO
     categories, YOLO names, Oxford's CLASS-IDs); a class name not in them is reported. Other label
-    sets are the sorted names that occur. Raises :class:`DatasetError` when nothing is usable.
+    sets are the sorted names that occur. Raises :class:`DatasetError` when nothing is usable,
+    with ``hint`` (the reader's one-line diagnosis, e.g. the first missing piece of its layout).
     """
     if multi_object not in ("largest", "skip"):
         raise ValueError(f"data.multi_object={multi_object!r}: allowed values are ['largest', 'skip']")
@@ -317,7 +319,8 @@ def assemble(
     report.n_usable = len(records)
     if not records:
         raise DatasetError(
-            f"no usable boxed image in {root} (read as format {format!r}).\n{report.format_text()}\n"
+            f"no usable boxed image in {root} (read as format {format!r}): "
+            f"{hint or 'every annotated image was left out (see the report below)'}\n{report.format_text()}\n"
             "`petloc-data check ROOT` prints this report; `--format` picks another reader."
         )
     return RecordSet(root, format, records, sets, report)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from petloc.cli.data import main
-from tests.data.test_oxford import Pet, good, write_pets
+from tests.helpers import Pet, good, write_pets
 
 
 def parse_sections(out: str) -> dict[str, list[str]]:
@@ -33,14 +33,16 @@ def test_check_names_the_sample_quirks_and_succeeds(
 ) -> None:
     assert main(["check", str(oxford_sample)]) == 0
     out = capsys.readouterr().out
+    assert out.startswith("format: oxford (detected)\n")
     assert "1034 images, 730 usable boxed images" in out
+    assert "label sets: class (37: Abyssinian, american_bulldog, " in out and "species (2: cat, dog)" in out
     expected = {
         "format_mismatch (fixed up, 2)": ["Abyssinian_34.jpg: is GIF", "Abyssinian_5.jpg: is PNG"],
         "color_mode (fixed up, 2)": ["Abyssinian_34.jpg: P", "Abyssinian_5.jpg: RGBA"],
         "multiple_objects (fixed up, 1)": ["Bengal_105.xml: 2 objects, kept the largest valid one"],
         "not_in_list (left out, 2)": ["Abyssinian_34.jpg", "Abyssinian_82.jpg"],
-        "missing_xml (left out, 4)": [
-            f"{stem}.jpg: no annotations/xmls/{stem}.xml"
+        "missing_annotation (left out, 4)": [
+            f"{stem}.jpg: listed in trainval.txt, no annotations/xmls/{stem}.xml"
             for stem in ("Abyssinian_104", "Bengal_111", "Bengal_175", "american_bulldog_202")
         ],
     }
@@ -77,6 +79,10 @@ def test_check_fails_clearly_on_an_empty_folder(tmp_path: Path, capsys: pytest.C
     assert main(["check", str(tmp_path)]) == 1
     captured = capsys.readouterr()
     assert captured.out == ""
+    assert f"cannot tell the format of {tmp_path}" in captured.err and "--format NAME" in captured.err
+    assert main(["check", str(tmp_path), "--format", "oxford"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "format: oxford\n"
     assert (
         "no usable boxed image" in captured.err and f"no image files in {tmp_path / 'images'}" in captured.err
     )

@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from petloc.cli.predict import main, predict
-from petloc.data.oxford import read_oxford_pets
+from petloc.data.formats import read_dataset
 from petloc.inference import ImageReader, load_model, to_voc_pixels
 from tests import test_inference
 from tests.test_inference import TrainedRun
@@ -37,7 +37,7 @@ def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
 @pytest.mark.realdata
 def test_voc_box_round_trips_exactly(oxford_sample: Path) -> None:
     """XML box -> the reader's normalized box -> predict's pixel mapping gives the XML values back."""
-    dataset = read_oxford_pets(oxford_sample)
+    dataset = read_dataset(oxford_sample, "oxford")
     checked = 0
     for record in dataset.records:
         root = ET.parse(oxford_sample / "annotations" / "xmls" / f"{record.image_id}.xml").getroot()

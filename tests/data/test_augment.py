@@ -25,7 +25,8 @@ import yaml
 from petloc import CONFIG_DIR
 from petloc.data.augment import AugmentConfig, apply_with_box, eval_transform, mosaic, train_transform
 from petloc.data.cache import decode_image
-from petloc.data.oxford import Record, read_oxford_pets
+from petloc.data.formats import read_dataset
+from petloc.data.records import Record
 
 SIZE = 128
 CACHE_SIDE = 160  # what the decode cache holds for SIZE (cache_scale 1.25)
@@ -37,7 +38,7 @@ IMAGES = ("Abyssinian_1", "Bengal_105", "Birman_10", "yorkshire_terrier_10", "Ab
 @pytest.fixture(scope="module")
 def samples(oxford_sample: Path) -> dict[str, tuple[np.ndarray, Record]]:
     """Real images as the decode cache serves them, with their records."""
-    records = {r.image_id: r for r in read_oxford_pets(oxford_sample).records}
+    records = {r.image_id: r for r in read_dataset(oxford_sample, "oxford").records}
     return {i: (decode_image(records[i].path, CACHE_SIDE), records[i]) for i in IMAGES}
 
 

@@ -18,7 +18,7 @@ from PIL import Image
 
 import petloc.data.cache as cache_module
 from petloc.data.cache import build_decode_cache
-from petloc.data.oxford import DataReport, Record
+from petloc.data.records import DataReport, Record
 
 # (image, original width x height, longest side 160 -> hand-computed width x height)
 SAMPLE_IMAGES = {
@@ -38,7 +38,7 @@ def records_for(folder: Path, stems: list[str]) -> list[Record]:
         path = folder / f"{stem}.jpg"
         with Image.open(path) as im:
             width, height = im.size
-        records.append(Record(stem, path, width, height, (0.1, 0.1, 0.9, 0.9), 0, 0))
+        records.append(Record(stem, path, width, height, (0.1, 0.1, 0.9, 0.9)))
     return records
 
 

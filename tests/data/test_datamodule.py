@@ -52,7 +52,7 @@ def make_dm(oxford_sample: Path, cache_dir: Path) -> Callable[..., LocalizationD
 
 @pytest.mark.realdata
 def test_batches_have_the_documented_shapes_and_types(make_dm: Callable[..., LocalizationDataModule]) -> None:
-    dm = make_dm(augment=preset("light"))
+    dm = make_dm(augment=preset("light"), label_set="class")
     for loader in (dm.train_dataloader(), dm.val_dataloader()):
         batch = next(iter(loader))
         assert batch["image"].shape == (BATCH, SIZE, SIZE, 3) and batch["image"].dtype == torch.uint8
@@ -60,9 +60,16 @@ def test_batches_have_the_documented_shapes_and_types(make_dm: Callable[..., Loc
         assert box.shape == (BATCH, 4) and box.dtype == torch.float32
         assert ((box >= 0) & (box <= 1)).all()
         assert (box[:, 0] < box[:, 2]).all() and (box[:, 1] < box[:, 3]).all()
-        assert batch["breed"].dtype == torch.int64 and ((batch["breed"] >= 0) & (batch["breed"] < 37)).all()
-        assert set(batch["species"].tolist()) <= {0, 1}
-    assert dm.num_breeds == 37
+        label = batch["label"]
+        assert label.dtype == torch.int64 and ((label >= 0) & (label < 37)).all()
+        assert len(set(label.tolist())) > 1
+    assert len(dm.class_names) == 37 and dm.class_names[0] == "Abyssinian"
+    species = make_dm(label_set="species")
+    labels = torch.cat([batch["label"] for batch in species.val_dataloader()])
+    assert labels.tolist() == [r.labels["species"] for r in species.val_records]
+    assert set(labels.tolist()) == {0, 1}
+    with pytest.raises(ValueError, match=r"label set 'breed'.*'class', 'species'"):
+        make_dm(label_set="breed")
 
 
 @pytest.mark.realdata
@@ -106,14 +113,16 @@ def test_same_seed_gives_the_same_first_batch(make_dm: Callable[..., Localizatio
 
 @pytest.mark.realdata
 def test_a_worker_process_serves_the_same_val_batches(make_dm: Callable[..., LocalizationDataModule]) -> None:
-    in_process = next(iter(make_dm(num_workers=0).val_dataloader()))
-    in_worker = next(iter(make_dm(num_workers=1).val_dataloader()))
-    for key in ("index", "image", "box", "breed"):
+    in_process = next(iter(make_dm(num_workers=0, label_set="class").val_dataloader()))
+    in_worker = next(iter(make_dm(num_workers=1, label_set="class").val_dataloader()))
+    for key in ("index", "image", "box", "label"):
         assert torch.equal(in_process[key], in_worker[key]), key
 
 
 @pytest.mark.realdata
-def test_a_worker_process_serves_augmented_train_batches(make_dm: Callable[..., LocalizationDataModule]) -> None:
+def test_a_worker_process_serves_augmented_train_batches(
+    make_dm: Callable[..., LocalizationDataModule],
+) -> None:
     dm = make_dm(num_workers=1, augment=preset("light"))
     L.seed_everything(0, verbose=False)
     batch = next(iter(dm.train_dataloader()))
@@ -137,7 +146,9 @@ def test_train_batches_carry_the_augmented_boxes(make_dm: Callable[..., Localiza
 
 
 @pytest.mark.realdata
-def test_mosaic_batches_carry_several_boxes_in_fixed_slots(make_dm: Callable[..., LocalizationDataModule]) -> None:
+def test_mosaic_batches_carry_several_boxes_in_fixed_slots(
+    make_dm: Callable[..., LocalizationDataModule],
+) -> None:
     dm = make_dm(augment={**preset("strong"), "mosaic": 0.5})
     L.seed_everything(0, verbose=False)
     batches = [batch for _, batch in zip(range(4), dm.train_dataloader(), strict=False)]

@@ -1,7 +1,7 @@
 """Fuzzing the data path with real files: corrupted JPEGs and XMLs never crash an epoch, and exactly
 the files that cannot be decoded or parsed are dropped.
 
-tests/data/test_oxford.py covers each quirk on hand-made files; here real photographs and their XMLs
+tests/data/test_format_oxford.py covers each quirk on hand-made files; here real photographs and their XMLs
 get seeded random damage (bit flips in the JPEG entropy-coded data, truncation, byte corruption in
 the XML markup, truncated XMLs), and an independent oracle (a plain PIL full decode, a plain
 ElementTree parse) decides which files are broken. Many bit flips leave a JPEG decodable (garbled
@@ -194,7 +194,8 @@ def test_corrupted_files_are_dropped_exactly_and_epochs_run(
     assert dm.dataset is not None
     report = dm.dataset.report
     reported_images = {n.split(": ", 1)[0] for n in report.problems.get("unreadable_image", [])}
-    reported_xmls = {n.split(": ", 1)[0] for n in report.problems.get("bad_xml", [])}
+    unboxed = report.problems.get("bad_annotation", []) + report.problems.get("no_object", [])
+    reported_xmls = {n.split(": ", 1)[0] for n in unboxed}
     assert reported_images == {f"{s}.jpg" for s in bad_images}
     assert reported_xmls == {f"{s}.xml" for s in bad_xmls}
 

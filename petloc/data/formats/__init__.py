@@ -20,10 +20,12 @@ from petloc.data.records import Annotation, DataReport, DatasetError, MultiObjec
 
 @dataclass
 class Parsed:
-    """What a reader returns: the annotations, and the class lists where the format fixes them."""
+    """What a reader returns: the annotations, the class lists where the format fixes them, and a
+    one-line diagnosis for the error raised when nothing is usable (the first missing piece)."""
 
     annotations: list[Annotation]
     label_sets: dict[str, list[str]] = field(default_factory=dict)
+    hint: str | None = None
 
 
 Reader = Callable[..., Parsed]
@@ -89,7 +91,7 @@ def read_dataset(
     except TypeError as exc:
         raise DatasetError(f"data.options for format {name!r}: {exc}") from exc
     parsed = read(root, report, **options)
-    return assemble(parsed.annotations, root, name, report, multi_object, parsed.label_sets)
+    return assemble(parsed.annotations, root, name, report, multi_object, parsed.label_sets, parsed.hint)
 
 
 # Importing the modules registers them.

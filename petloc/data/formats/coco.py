@@ -1,1 +1,407 @@
-"""(being written)"""
+"""COCO JSON: ``images``, ``annotations`` and ``categories`` lists in one or several JSON files.
+
+Layouts found in the wild, all read without options:
+
+- COCO itself: ``ROOT/annotations/instances_{train,val}2017.json`` with the images in
+  ``ROOT/{train,val}2017/`` or ``ROOT/images/{train,val}2017/``;
+- Roboflow and CVAT exports: ``ROOT/{train,valid,test}/_annotations.coco.json`` beside the images;
+- one ``ROOT/*.json`` or ``ROOT/annotations/*.json`` with the images in ``ROOT/images/`` or ``ROOT``.
+
+Every COCO JSON in ROOT, ROOT/annotations and one folder below ROOT is read (``files`` names them
+instead; COCO's companion files ``captions_*``, ``person_keypoints_*``, ``stuff_*``, ``panoptic_*``
+and ``image_info_*`` are passed over). A file's split comes from a word in its name, else in its
+folder's name: ``train``..., ``val``/``valid``/``validation``, ``test``... (whole words: ``latest``
+is no test split). A ``file_name`` is looked up under ``image_dir``, the JSON's folder, its
+``images/``, ``ROOT/images/<split folder>``, ``ROOT/<split folder>`` (``train2017`` for
+``instances_train2017.json``), ``ROOT/images`` and ROOT; the first existing file wins.
+
+``bbox`` is ``[x, y, w, h]`` in continuous 0-based pixel edges (x0 = x, x1 = x + w, no off-by-one as
+in VOC) of the image entry's ``width`` x ``height``, which :func:`~petloc.data.records.assemble`
+compares with the real image. Class = the category's name; the class list is the names of the
+categories that at least one non-crowd box uses, in category-id order, so annotation tools' unused
+super-categories (Roboflow's id 0) and gaps in the ids do not become classes. ``iscrowd`` regions
+are crowds, not one object: reported and ignored.
+
+A broken file or entry is reported and skipped; the rest is read. Each file is parsed once and
+joined through dicts keyed by id, so 100,000 images take seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from petloc.data.formats import Parsed, register
+from petloc.data.records import Annotation, DataReport, DatasetError, RawObject
+
+Key = int | str
+
+# What reading and parsing a JSON file can raise: JSONDecodeError and UnicodeDecodeError are
+# ValueErrors (so is an integer literal too long to convert); deep nesting exhausts the recursion.
+JSON_ERRORS = (ValueError, RecursionError, OSError)
+SNIFF_BYTES = 64 * 1024  # COCO writers put "images" after info/licenses/categories: a KB can miss it
+DETECT_MAX_FILES = 64  # a folder of per-image JSONs (LabelMe) must not make detection slow
+DETECT_PARSE_MAX_BYTES = 4 * 1024 * 1024
+COCO_KEYS = ("images", "annotations", "categories")
+_SPLIT_PREFIX = {"train": "train", "test": "test"}  # any word starting so: trainval, training, testing
+_VAL_WORDS = {"val", "valid", "validation"}
+_WORDS = re.compile(r"[a-z]+")
+_WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:/")
+# COCO's own companion files beside instances_*.json: captions, keypoints, stuff and panoptic
+# segments and test-image lists hold no object boxes of their own (or the persons again).
+COMPANIONS = ("captions_", "person_keypoints_", "stuff_", "panoptic_", "image_info_")
+
+
+def _json_files(root: Path) -> list[Path]:
+    """``*.json`` in ROOT, ROOT/annotations and one folder below ROOT, in that order; hidden ones
+    (``.git``, macOS ``._x.json``) are skipped."""
+    found: list[Path] = []
+    seen: set[Path] = set()
+    for pattern in ("*.json", "annotations/*.json", "*/*.json"):
+        for path in sorted(root.glob(pattern)):
+            rel = path.relative_to(root)
+            if path in seen or any(p.startswith(".") for p in rel.parts) or not path.is_file():
+                continue
+            seen.add(path)
+            found.append(path)
+    return found
+
+
+def _looks_like_coco(path: Path) -> bool:
+    """The file's head names ``"images"``; else a small file parses to a dict with images and annotations."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(SNIFF_BYTES)
+        if b'"images"' in head:
+            return True
+        if path.stat().st_size > DETECT_PARSE_MAX_BYTES:
+            return False
+        data = json.loads(path.read_bytes())
+    except JSON_ERRORS:
+        return False
+    return isinstance(data, dict) and "images" in data and "annotations" in data
+
+
+def _detect(root: Path) -> bool:
+    """A COCO JSON in ROOT, ROOT/annotations or one folder below (the first few JSONs are sniffed)."""
+    return any(_looks_like_coco(p) for p in _json_files(root)[:DETECT_MAX_FILES])
+
+
+def split_of(name: str) -> str | None:
+    """``train``, ``val`` or ``test`` from a word in a file or folder name; None when none is there."""
+    for word in _WORDS.findall(name.lower()):
+        for prefix, split in _SPLIT_PREFIX.items():
+            if word.startswith(prefix):
+                return split
+        if word in _VAL_WORDS:
+            return "val"
+    return None
+
+
+def _key(value: Any) -> Key | None:
+    """An id as a dict key: an int (also from ``3.0`` or ``"3"``, which some tools write) or a
+    non-empty string; None for anything else (bools, null, lists)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip():
+        text = value.strip()
+        try:
+            return int(text)
+        except ValueError:
+            return text
+    return None
+
+
+def _order(key: Key) -> tuple[int, int | str]:
+    """Sort key for category ids that may mix ints and strings."""
+    return (0, key) if isinstance(key, int) else (1, key)
+
+
+def _number(value: Any) -> float | None:
+    """A JSON number as a float; None for strings, bools, null and ints too big for a float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        return float(value)
+    except OverflowError:
+        return None
+
+
+def _size(entry: dict[str, Any]) -> tuple[int, int] | None:
+    """The image entry's (width, height) when both are positive numbers; else None (the image's own)."""
+    width, height = _number(entry.get("width")), _number(entry.get("height"))
+    if width is None or height is None or not (0 < width < 1e9 and 0 < height < 1e9):
+        return None
+    return round(width), round(height)
+
+
+class _Folders:
+    """Which files exist, one listing per folder: 100,000 ``is_file`` calls per candidate folder
+    would dominate reading a big COCO file, most of all when the images are missing."""
+
+    def __init__(self) -> None:
+        self.listed: dict[str, frozenset[str]] = {}
+
+    def has(self, path: str) -> bool:
+        folder, name = os.path.split(path)
+        names = self.listed.get(folder)
+        if names is None:
+            try:
+                with os.scandir(folder or ".") as it:
+                    names = frozenset(e.name for e in it if e.is_file())
+            except (OSError, ValueError):  # ValueError: a NUL or lone surrogate in a JSON's file_name
+                names = frozenset()
+            self.listed[folder] = names
+        return name in names
+
+
+@dataclass
+class _Resolver:
+    """Finds an image entry's ``file_name`` under the candidate folders of one JSON (module doc)."""
+
+    root: Path
+    bases: list[str]  # existing candidate folders, in order of precedence
+    fallback: str  # the JSON's folder: where a missing image is reported
+    folders: _Folders
+    ids: dict[str, str] = field(default_factory=dict)  # image_id -> path, to keep ids unique
+
+    def resolve(self, file_name: str) -> tuple[Path, str]:
+        """(path of the first existing file, else the path under the JSON's folder; image_id)."""
+        name = file_name.replace("\\", "/")
+        tries = [name]
+        if os.path.isabs(name) or _WINDOWS_DRIVE.match(name):  # written on the annotator's machine
+            tries.append(posixpath.basename(name))
+        for candidate in tries:
+            for base in self.bases:
+                path = os.path.join(base, candidate)
+                if self.folders.has(path):
+                    return Path(path), self._image_id(path)
+        path = os.path.join(self.fallback, tries[-1])
+        return Path(path), self._image_id(path)
+
+    def _image_id(self, path: str) -> str:
+        """The path relative to ROOT without suffix, with forward slashes: unique across split files
+        (``train/a`` and ``valid/a``); the suffix is kept where two files differ only in it."""
+        rel = os.path.relpath(path, self.root).replace(os.sep, "/")
+        image_id = os.path.splitext(rel)[0]
+        if self.ids.setdefault(image_id, path) != path:
+            image_id = rel
+            self.ids.setdefault(image_id, path)
+        return image_id
+
+
+def _bases(root: Path, json_path: Path, image_dir: str | None) -> list[str]:
+    """The folders a ``file_name`` is looked up in, in order, that exist: ``image_dir``, the JSON's
+    folder, its ``images/``, ``ROOT/images/<name>`` and ``ROOT/<name>`` for the split folder names
+    the JSON suggests (``instances_train2017.json`` -> ``train2017``; its own folder's name),
+    ``ROOT/images``, ROOT."""
+    folder = json_path.parent
+    names = [json_path.stem.removeprefix("instances_"), json_path.stem]
+    if folder != root and folder.name != "annotations":
+        names.append(folder.name)
+    candidates = [root / image_dir] if image_dir else []
+    candidates += [folder, folder / "images"]
+    candidates += [root / "images" / n for n in names] + [root / n for n in names]
+    candidates += [root / "images", root]
+    bases: list[str] = []
+    for path in candidates:
+        text = os.path.normpath(path)
+        if text not in bases and os.path.isdir(text):
+            bases.append(text)
+    return bases
+
+
+@dataclass
+class _File:
+    """What one JSON file contributed: its annotations, and its used categories (name -> id)."""
+
+    annotations: list[Annotation] = field(default_factory=list)
+    used: dict[str, Key] = field(default_factory=dict)
+
+
+def _load(path: Path, source: str, report: DataReport, searched: bool, ignored: list[str]) -> dict | None:
+    """The parsed top-level dict, or None: reported as ``bad_annotation``, or (when the search found
+    the file and it names no COCO key at all) listed in ``ignored``, as another tool's JSON."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        report.add("bad_annotation", source, str(exc)[:120])
+        return None
+    try:
+        data = json.loads(raw)
+    except JSON_ERRORS as exc:
+        if searched and not any(f'"{k}"'.encode() in raw for k in COCO_KEYS):
+            ignored.append(source)
+        else:
+            report.add("bad_annotation", source, f"not valid JSON: {str(exc)[:120]}")
+        return None
+    if not isinstance(data, dict):
+        if searched:
+            ignored.append(source)
+        else:
+            report.add(
+                "bad_annotation", source, f"top level is a JSON {type(data).__name__}, not a COCO dict"
+            )
+        return None
+    if searched and not any(k in data for k in COCO_KEYS):
+        ignored.append(source)
+        return None
+    missing = [k for k in ("images", "annotations") if not isinstance(data.get(k), list)]
+    if missing:
+        what = " and ".join(f'"{k}"' for k in missing)
+        report.add("bad_annotation", source, f"no {what} list: not a COCO detection file")
+        return None
+    return data
+
+
+def _categories(data: dict, source: str, report: DataReport) -> dict[Key, str]:
+    """Category id -> name; entries without an id or a name are reported, a repeated id keeps the first."""
+    categories: dict[Key, str] = {}
+    entries = data.get("categories")
+    if entries is None:
+        return categories
+    if not isinstance(entries, list):
+        report.add("malformed_entry", source, '"categories" is not a list: every category_id is unknown')
+        return categories
+    for i, entry in enumerate(entries):
+        key = _key(entry.get("id")) if isinstance(entry, dict) else None
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if key is None or not isinstance(name, str) or not name.strip():
+            report.add("malformed_entry", f"{source}:categories[{i}]", "needs an id and a name")
+            continue
+        if key in categories:
+            report.add("malformed_entry", f"{source}:categories[{i}]", f"id {key!r} repeats: first kept")
+            continue
+        categories[key] = name.strip()
+    return categories
+
+
+def _read_file(
+    data: dict, source: str, split: str | None, resolver: _Resolver, report: DataReport
+) -> tuple[_File, int]:
+    """The annotations of one parsed COCO dict, and how many image entries it declares."""
+    categories = _categories(data, source, report)
+    images: dict[Key, tuple[str, tuple[int, int] | None]] = {}
+    for i, entry in enumerate(data["images"]):
+        key = _key(entry.get("id")) if isinstance(entry, dict) else None
+        file_name = entry.get("file_name") if isinstance(entry, dict) else None
+        if key is None or not isinstance(file_name, str) or not file_name.strip():
+            what = (
+                "an image entry" if not isinstance(entry, dict) else "an id" if key is None else "a file_name"
+            )
+            report.add("malformed_entry", f"{source}:images[{i}]", f"needs {what}: skipped")
+            continue
+        if key in images:
+            report.add("malformed_entry", f"{source}:images[{i}]", f"image id {key!r} repeats: first kept")
+            continue
+        images[key] = (file_name.strip(), _size(entry))
+
+    objects: dict[Key, list[RawObject]] = {key: [] for key in images}
+    crowds: dict[Key, int] = {}
+    used: dict[str, Key] = {}
+    for i, entry in enumerate(data["annotations"]):
+        where = f"{source}:annotations[{i}]"
+        if not isinstance(entry, dict):
+            report.add("malformed_entry", where, "not a JSON object")
+            continue
+        image_key = _key(entry.get("image_id"))
+        if image_key not in images:
+            report.add("malformed_entry", where, f"image_id {entry.get('image_id')!r} is not in images")
+            continue
+        if entry.get("iscrowd") in (1, True, "1"):
+            crowds[image_key] = crowds.get(image_key, 0) + 1
+            continue
+        bbox = entry.get("bbox")
+        values = [_number(v) for v in bbox] if isinstance(bbox, list) else []
+        if len(values) != 4 or None in values:
+            report.add("malformed_entry", where, f"bbox {str(bbox)[:60]} is not [x, y, w, h] numbers")
+            continue
+        label = None
+        if entry.get("category_id") is not None:
+            category = _key(entry.get("category_id"))
+            if category not in categories:
+                report.add(
+                    "malformed_entry", where, f"category_id {entry.get('category_id')!r} is not in categories"
+                )
+                continue
+            label = categories[category]
+            if label not in used or _order(category) < _order(used[label]):
+                used[label] = category
+        x, y, w, h = values
+        objects[image_key].append(RawObject((x, y, x + w, y + h), label))  # type: ignore[operator]
+
+    result = _File(used=used)
+    for key, (file_name, size) in images.items():
+        path, image_id = resolver.resolve(file_name)
+        name = f"{source}:{file_name}"
+        if key in crowds:
+            report.add("crowd_annotation", name, f"{crowds[key]} iscrowd region(s) ignored")
+        result.annotations.append(
+            Annotation(
+                image=path, source=name, objects=objects[key], size=size, split=split, image_id=image_id
+            )
+        )
+    return result, len(images)
+
+
+def _given_files(root: Path, files: str | Iterable[str]) -> list[Path]:
+    return [root / f for f in ([files] if isinstance(files, str) else [str(f) for f in files])]
+
+
+@register("coco", detect=_detect)
+def read_coco(
+    root: Path, report: DataReport, files: list[str] | None = None, image_dir: str | None = None
+) -> Parsed:
+    """Every COCO JSON under ``root`` (or ``files``, relative to root), its images looked up under
+    ``image_dir`` (relative to root) first; see the module doc."""
+    searched = files is None
+    paths = _json_files(root) if files is None else _given_files(root, files)
+    companions = [p for p in paths if searched and p.name.startswith(COMPANIONS)]
+    if companions:
+        paths = [p for p in paths if p not in companions]
+        names = ", ".join(p.name for p in companions[:5])
+        report.notes.append(f"COCO companion files without object boxes not read: {names}")
+    if not paths:
+        raise DatasetError(
+            f"no COCO JSON in {root}, {root / 'annotations'} or one folder below: "
+            "name the files with data.options.files=[PATH, ...] (relative to the root)"
+        )
+    folders = _Folders()
+    ids: dict[str, str] = {}
+    annotations: list[Annotation] = []
+    used: dict[str, Key] = {}
+    ignored: list[str] = []
+    for path in paths:
+        source = path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+        if not path.is_file():
+            report.add("bad_annotation", source, "no such file")
+            continue
+        data = _load(path, source, report, searched, ignored)
+        if data is None:
+            continue
+        folder = path.parent
+        split = split_of(path.stem) or (split_of(folder.name) if folder != root else None)
+        bases = _bases(root, path, image_dir)
+        resolver = _Resolver(root, bases, os.path.normpath(folder), folders, ids)
+        parsed, n_images = _read_file(data, source, split, resolver, report)
+        annotations.extend(parsed.annotations)
+        for name, key in parsed.used.items():
+            if name not in used or _order(key) < _order(used[name]):
+                used[name] = key
+        report.n_images += n_images
+        report.notes.append(f"{source}: {n_images} images, split {split or 'none (not in the name)'}")
+    if ignored:
+        shown = ", ".join(ignored[:5]) + (f" and {len(ignored) - 5} more" if len(ignored) > 5 else "")
+        report.notes.append(f"{len(ignored)} JSON file(s) without COCO keys not read: {shown}")
+    classes = sorted(used, key=lambda name: (_order(used[name]), name))
+    return Parsed(annotations, {"class": classes} if classes else {})

@@ -113,4 +113,16 @@ def read_oxford(root: Path, report: DataReport) -> Parsed:
     for path in sorted(images.values()):
         if path not in annotated:
             probe_into(path, report)  # unboxed images too: their quirks are worth knowing
-    return Parsed(annotations, {"class": names, "species": SPECIES})
+    return Parsed(annotations, {"class": names, "species": SPECIES}, _hint(root, images, xmls, classes))
+
+
+def _hint(root: Path, images: dict[str, Path], xmls: dict[str, Path], classes: dict[str, ListEntry]) -> str:
+    """Name the first missing piece, so an empty or mis-pointed folder gets a one-line diagnosis."""
+    layout = "expected images/*.jpg, annotations/xmls/*.xml and annotations/list.txt or trainval.txt"
+    if not images:
+        return f"no image files in {root / 'images'} ({layout})"
+    if not xmls:
+        return f"no XML files in {root / 'annotations' / 'xmls'} ({layout})"
+    if not classes:
+        return f"no class list ({root / 'annotations' / 'list.txt'} or trainval.txt; {layout})"
+    return "every boxed image was left out (see the report below)"

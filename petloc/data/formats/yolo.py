@@ -1,1 +1,444 @@
-"""(being written)"""
+"""YOLO txt labels: one ``class cx cy w h`` line per object, normalized to the image, in either layout.
+
+- two mirrored trees (Ultralytics): ``images/train/x.jpg`` + ``labels/train/x.txt``, or the
+  Roboflow export ``train/images/x.jpg`` + ``train/labels/x.txt``. The rule is Ultralytics' own: the
+  label file's path is the image's with its *last* ``images`` folder replaced by ``labels`` and its
+  suffix by ``.txt``;
+- side by side: ``x.jpg`` + ``x.txt`` in one folder (what LabelImg and many converters write), used
+  for an image whose path has no ``images`` folder, or whose mirrored label file is missing while
+  one sits beside it.
+
+A line is ``class cx cy w h``, all but the class fractions of the image's width and height; the box
+is the continuous ``(cx - w/2, cy - h/2, cx + w/2, cy + h/2)``. A segmentation line (``class x1 y1 x2
+y2 x3 y3 ...``: an odd count of at least 7 numbers) is read as its polygon's bounding box, and with a
+``kpt_shape`` in the dataset yaml a pose line is read as the box its first five numbers give
+(keypoints ignored). Any other count (a detector's output with a confidence column, a truncated line)
+is a malformed entry, never guessed. Values outside [0, 1] mean the line is not what YOLO writes (a
+pixel box, a wrong converter), so the line is reported and dropped rather than clipped; a box whose
+*corners* reach out of an in-range centre and size is clipped by
+:func:`~petloc.data.records.assemble`.
+
+An image without a label file (YOLO's "background" image) or with an empty one has no object. Class
+names come from the dataset yaml's ``names:`` (a list or ``{index: name}``; ``data.yaml``,
+``dataset.yaml``, any ``*.yaml`` in ROOT with ``names``, or the ``yaml`` option), else from a
+``classes.txt`` (one name per line), else are the class indices themselves (``"0"``, ``"1"``, ...).
+A folder named ``train``, ``val``/``valid``/``validation`` or ``test`` (optionally with digits, as
+in ``train2017``) in an image's path gives its split.
+
+ROOT is listed once, folder by folder (100,000 label files read in seconds); hidden files and folders
+(``.cache``, macOS ``._x.jpg``) are skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from yaml import YAMLError, safe_load
+
+from petloc.data.formats import Parsed, register
+from petloc.data.images import IMAGE_SUFFIXES
+from petloc.data.records import Annotation, Box, DataReport, DatasetError, RawObject
+
+LINE_FORMAT = "expected 'class cx cy w h' (or a polygon 'class x1 y1 x2 y2 x3 y3 ...')"
+YAML_NAMES = ("data.yaml", "dataset.yaml")
+_SPLIT = re.compile(r"(train|val|valid|validation|test)\d*")
+_SPLIT_NAME = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+_MAX_LISTED_SPLIT_FOLDERS = 8
+# Without class names, the largest index sets the class count: one garbage line must not make it huge.
+MAX_UNNAMED_CLASSES = 10_000
+
+
+@dataclass
+class _Tree:
+    """What one listing of ROOT found; paths are relative to ROOT, with forward slashes."""
+
+    images: list[tuple[str, str]] = field(default_factory=list)  # (folder, file name)
+    labels: dict[str, str] = field(default_factory=dict)  # "folder/stem" -> path of the .txt
+    txt_folders: set[str] = field(default_factory=set)  # "folder/stem" of folders named stem.txt
+    classes_txt: list[str] = field(default_factory=list)
+    yamls: list[str] = field(default_factory=list)  # file names in ROOT itself
+    n_folders: int = 0
+
+
+def _scan(root: Path, report: DataReport) -> _Tree:
+    """List every folder under ROOT once (links followed, each real folder once, so a link loop ends).
+
+    Names that are not UTF-8 are reported (``bad_name``) instead of crashing later string handling.
+    """
+    tree = _Tree()
+    seen: set[tuple[int, int]] = set()
+    stack = [("", str(root))]
+    while stack:
+        rel, path = stack.pop()
+        try:
+            st = os.stat(path)
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            with os.scandir(path) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            report.add("bad_name", rel or ".", f"folder cannot be listed: {exc.strerror or exc}")
+            continue
+        tree.n_folders += 1
+        subfolders = []
+        for entry in entries:
+            name = entry.name
+            try:
+                name.encode("utf-8")
+            except UnicodeEncodeError:
+                report.add("bad_name", repr(os.fsencode(entry.path)), "rename it to a UTF-8 name")
+                continue
+            if name.startswith("."):
+                continue
+            relname = f"{rel}/{name}" if rel else name
+            lower = name.lower()
+            try:
+                is_dir = entry.is_dir()  # follows links; a dangling link is no folder
+            except OSError:
+                is_dir = False
+            if is_dir:
+                if lower.endswith(".txt"):
+                    tree.txt_folders.add(relname[:-4])
+                subfolders.append((relname, entry.path))
+            elif lower.endswith(IMAGE_SUFFIXES):
+                tree.images.append((rel, name))
+            elif lower.endswith(".txt"):
+                if lower == "classes.txt":
+                    tree.classes_txt.append(relname)
+                else:
+                    tree.labels.setdefault(relname[:-4], relname)
+            elif not rel and lower.endswith((".yaml", ".yml")):
+                tree.yamls.append(name)
+        stack.extend(reversed(subfolders))
+    return tree
+
+
+def _swap_last(parts: list[str], old: str, new: str) -> list[str] | None:
+    """``parts`` with its last ``old`` component replaced by ``new``; None when there is none."""
+    for i in range(len(parts) - 1, -1, -1):
+        if parts[i] == old:
+            return [*parts[:i], new, *parts[i + 1 :]]
+    return None
+
+
+def _split_of(parts: list[str]) -> tuple[str, str] | None:
+    """(split, the folder path that gave it) from the outermost split-named folder of an image's path."""
+    for i, part in enumerate(parts):
+        m = _SPLIT.fullmatch(part.lower())
+        if m:
+            return _SPLIT_NAME[m.group(1)], "/".join(parts[: i + 1])
+    return None
+
+
+def _names_from(data: Any) -> list[str]:
+    """The class list of a yaml's ``names:`` (a list, or a dict {index: name} whose gaps are named by
+    their index); ValueError says what is wrong."""
+    if isinstance(data, (list, tuple)):
+        return [str(i) if n is None else str(n) for i, n in enumerate(data)]
+    if isinstance(data, dict):
+        by_index: dict[int, str] = {}
+        for key, name in data.items():
+            if isinstance(key, bool) or not (
+                isinstance(key, int) or (isinstance(key, str) and key.isdigit())
+            ):
+                raise ValueError(f"names key {key!r} is not a class index (0, 1, ...)")
+            by_index[int(key)] = str(name)
+        return [by_index.get(i, str(i)) for i in range(max(by_index, default=-1) + 1)]
+    raise ValueError(f"names is a {type(data).__name__}, not a list or {{index: name}}")
+
+
+def _load_yaml(path: Path) -> Any:
+    """A yaml file's content with ``yaml.safe_load`` (no arbitrary objects); ValueError on any failure."""
+    try:
+        return safe_load(path.read_bytes().decode("utf-8-sig"))
+    except (OSError, UnicodeDecodeError, YAMLError, RecursionError) as exc:
+        raise ValueError(str(exc).replace("\n", " ")[:160]) from exc
+
+
+@dataclass
+class _Names:
+    names: list[str] | None  # None: the class indices are the names
+    source: str | None = None
+    kpt_values: int | None = None  # numbers per pose line (5 + keypoints) when the yaml has kpt_shape
+
+
+def _yaml_names(path: Path, label: str) -> _Names:
+    """Names (and pose line length) from one dataset yaml; ValueError when it has no usable ``names``."""
+    data = _load_yaml(path)
+    if not isinstance(data, dict) or "names" not in data:
+        raise ValueError("no 'names:' key")
+    names = _names_from(data["names"])
+    kpt = data.get("kpt_shape")
+    kpt_values = None
+    if isinstance(kpt, (list, tuple)) and len(kpt) == 2 and all(isinstance(v, int) and v > 0 for v in kpt):
+        kpt_values = 5 + kpt[0] * kpt[1]
+    return _Names(names, label, kpt_values)
+
+
+def _find_names(root: Path, tree: _Tree, report: DataReport, option: str | None) -> _Names:
+    """Class names by precedence: the ``yaml`` option, a dataset yaml in ROOT, classes.txt, none."""
+    if option is not None:
+        path = root / option
+        if not path.is_file():
+            raise DatasetError(
+                f"data.options.yaml={option!r}: no file {path} (give a path relative to {root})"
+            )
+        try:
+            return _yaml_names(path, option)
+        except ValueError as exc:
+            raise DatasetError(
+                f"data.options.yaml={option!r}: {exc}; "
+                "it needs 'names: [a, b, ...]' or 'names: {0: a, 1: b}'"
+            ) from exc
+    candidates = [n for n in YAML_NAMES if n in tree.yamls] + [n for n in tree.yamls if n not in YAML_NAMES]
+    for name in candidates:
+        try:
+            return _yaml_names(root / name, name)
+        except ValueError as exc:
+            if name in YAML_NAMES or str(exc) != "no 'names:' key":
+                report.add("bad_annotation", name, f"{exc}: not used for class names")
+    if tree.classes_txt:
+        # The shallowest one: ROOT's own, else the one beside the labels (LabelImg writes it there).
+        path = min(tree.classes_txt, key=lambda p: (p.count("/"), p))
+        try:
+            text = (root / path).read_bytes().decode("utf-8-sig")
+        except (OSError, UnicodeDecodeError) as exc:
+            report.add("bad_annotation", path, f"{str(exc)[:120]}: not used for class names")
+        else:
+            lines = [line.strip() for line in text.splitlines()]
+            while lines and not lines[-1]:
+                lines.pop()
+            return _Names([n or str(i) for i, n in enumerate(lines)], path)
+    return _Names(None)
+
+
+def _unique(names: list[str], report: DataReport) -> list[str]:
+    """Repeated names made distinct (``cat#3``), so every index stays its own class; noted."""
+    seen: set[str] = set()
+    out = []
+    for i, name in enumerate(names):
+        if name in seen:
+            report.notes.append(f"class name {name!r} repeats: index {i} renamed {name}#{i}")
+            name = f"{name}#{i}"
+        seen.add(name)
+        out.append(name)
+    return out
+
+
+def _parse_line(values: list[float], kpt_values: int | None) -> Box | str:
+    """The box (x0, y0, x1, y1) of a line's numbers after the class, else why it is not usable:
+    "invalid:" prefixes an invalid box, anything else says why the line is malformed."""
+    n = len(values)
+    if n == 4 or (kpt_values is not None and n == kpt_values - 1):
+        cx, cy, w, h = values[:4]
+        if not all(0.0 <= v <= 1.0 for v in (cx, cy, w, h)) or w <= 0 or h <= 0:
+            return "invalid:cx cy w h must lie in [0, 1] with w, h > 0 (fractions of the image size)"
+        return (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
+    if n >= 6 and n % 2 == 0:
+        xs, ys = values[0::2], values[1::2]
+        if not all(0.0 <= v <= 1.0 for v in values):
+            return "invalid:polygon points must lie in [0, 1] (fractions of the image size)"
+        box = (min(xs), min(ys), max(xs), max(ys))
+        if box[2] <= box[0] or box[3] <= box[1]:
+            return "invalid:polygon has no area"
+        return box
+    return f"{n + 1} numbers"
+
+
+def _read_label(
+    path: str, source: str, report: DataReport, n_names: int | None, kpt_values: int | None
+) -> list[tuple[int, Box]] | None:
+    """(class, box) of every good line of one label file; None when the file cannot be read or no
+    line of it is usable (each bad line is reported with file:line)."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        report.add("bad_annotation", source, f"not UTF-8 text ({exc.reason} at byte {exc.start})")
+        return None
+    except OSError as exc:
+        report.add("bad_annotation", source, f"cannot be read: {exc.strerror or exc}")
+        return None
+    objects = []
+    n_lines = 0
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        tokens = raw.split()
+        if not tokens:
+            continue
+        n_lines += 1
+        where = f"{source}:{lineno}"
+        shown = raw.strip()[:80]
+        try:
+            numbers = [float(t) for t in tokens]
+        except ValueError:
+            report.add("malformed_entry", where, f"{shown!r} is not numbers: {LINE_FORMAT}")
+            continue
+        cls = numbers[0]
+        if not cls.is_integer() or cls < 0:
+            report.add(
+                "malformed_entry", where, f"{shown!r}: class {tokens[0]!r} is no class index: {LINE_FORMAT}"
+            )
+            continue
+        if cls >= (n_names if n_names is not None else MAX_UNNAMED_CLASSES):
+            known = f"the {n_names} class names" if n_names is not None else "the classes (no names given)"
+            report.add("malformed_entry", where, f"{shown!r}: class {tokens[0]} is not among {known}")
+            continue
+        parsed = _parse_line(numbers[1:], kpt_values)
+        if isinstance(parsed, str):
+            if parsed.startswith("invalid:"):
+                report.add("invalid_box", where, f"{shown!r}: {parsed[8:]}")
+            else:
+                report.add("malformed_entry", where, f"{shown!r} has {parsed}: {LINE_FORMAT}")
+            continue
+        objects.append((int(cls), parsed))
+    if n_lines and not objects:
+        return None  # every line is reported already: the image is no second "no object"
+    return objects
+
+
+def _has_txt(folder: str, depth: int) -> bool:
+    """Whether ``folder`` holds a .txt file, directly or up to ``depth`` folders below (stops early)."""
+    try:
+        with os.scandir(folder) as it:
+            subfolders = []
+            for entry in it:
+                if entry.name.lower().endswith(".txt") and entry.is_file():
+                    return True
+                if depth > 0 and entry.is_dir() and not entry.name.startswith("."):
+                    subfolders.append(entry.path)
+    except OSError:
+        return False
+    return any(_has_txt(sub, depth - 1) for sub in subfolders)
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    try:
+        with os.scandir(folder) as it:
+            return [Path(e.path) for e in it if not e.name.startswith(".") and e.is_dir()]
+    except OSError:
+        return []
+
+
+def _detect(root: Path) -> bool:
+    """A ``labels/`` folder holding .txt files in ROOT or one folder below, a ROOT yaml with a
+    ``names:`` line, or a ``classes.txt`` beside other .txt files (ROOT or one folder below)."""
+    try:
+        level1 = _subfolders(root)
+        for folder in [root, *level1]:
+            if (folder / "labels").is_dir() and _has_txt(str(folder / "labels"), 2):
+                return True
+        for path in sorted(root.glob("*.y*ml")):
+            if path.suffix in (".yaml", ".yml") and path.is_file():
+                with open(path, "rb") as f:
+                    head = f.read(1 << 16).decode("utf-8", errors="replace")
+                if re.search(r"^names\s*:", head, re.MULTILINE):
+                    return True
+        for folder in [root, *level1]:
+            if (folder / "classes.txt").is_file() and any(
+                p.name != "classes.txt" for p in folder.glob("*.txt")
+            ):
+                return True
+    except OSError:
+        return False
+    return False
+
+
+@register("yolo", detect=_detect)
+def read_yolo(root: Path, report: DataReport, yaml: str | None = None) -> Parsed:
+    """Every image under ``root`` with its label file's objects (see the module doc).
+
+    ``yaml``: the dataset yaml with ``names:``, relative to ``root``, when it is not found by name.
+    """
+    tree = _scan(root, report)
+    found = _find_names(root, tree, report, yaml)
+    n_names = None if found.names is None else len(found.names)
+    if found.kpt_values is not None:
+        report.notes.append(
+            f"pose labels ({found.source} has kpt_shape): box from each line's first five values"
+        )
+
+    parsed: list[tuple[Path, str, str, str | None, list[tuple[int, Box]]]] = []
+    ids: dict[str, str] = {}
+    claimed: set[str] = set()
+    split_folders: Counter[tuple[str, str]] = Counter()
+    n_unsplit = n_background = 0
+    for folder, name in tree.images:
+        parts = folder.split("/") if folder else []
+        stem = os.path.splitext(name)[0]
+        image_id = f"{folder}/{stem}" if folder else stem
+        rel = f"{image_id}{os.path.splitext(name)[1]}"
+        if image_id in ids:
+            report.add(
+                "bad_name", rel, f"same stem as {ids[image_id]}, which is used (one label file for both)"
+            )
+            continue
+        ids[image_id] = rel
+        label_parts = _swap_last(parts, "images", "labels")
+        label_key = image_id if label_parts is None else "/".join([*label_parts, stem])
+        if label_key not in tree.labels and image_id in tree.labels:
+            label_key = image_id  # x.txt beside x.jpg inside an images/ tree: clearly its label
+        found_split = _split_of(parts)
+        split = None if found_split is None else found_split[0]
+        if found_split is None:
+            n_unsplit += 1
+        else:
+            split_folders[found_split[1], found_split[0]] += 1
+        claimed.add(label_key)
+        image = root / rel
+        source = tree.labels.get(label_key)
+        if source is None:
+            if label_key in tree.txt_folders:
+                report.add("bad_annotation", f"{label_key}.txt", "is a folder, not a label file")
+                continue
+            n_background += 1
+            parsed.append((image, f"{rel} (no label file {label_key}.txt)", image_id, split, []))
+            continue
+        objects = _read_label(str(root / source), source, report, n_names, found.kpt_values)
+        if objects is not None:
+            parsed.append((image, source, image_id, split, objects))
+    report.n_images = len(ids)
+
+    for key, source in sorted(tree.labels.items()):
+        parts = key.split("/")[:-1]
+        image_parts = _swap_last(parts, "labels", "images")
+        if key not in claimed and image_parts is not None:
+            images = "/".join(image_parts) or "."
+            report.add("missing_image", source, f"no image {key.rsplit('/', 1)[-1]}.* in {images}")
+
+    if found.names is None:
+        top = max((c for *_, objects in parsed for c, _ in objects), default=-1)
+        names = [str(i) for i in range(top + 1)]
+        report.notes.append(
+            "no class names (no dataset yaml with 'names:', no classes.txt): classes are named by their index"
+        )
+    else:
+        names = _unique(found.names, report)
+        report.notes.append(f"class names from {found.source} ({len(names)})")
+    if split_folders:
+        listed = [f"{f} ({s}, {n})" for (f, s), n in sorted(split_folders.items())]
+        more = len(listed) - _MAX_LISTED_SPLIT_FOLDERS
+        shown = ", ".join(listed[:_MAX_LISTED_SPLIT_FOLDERS]) + (f" and {more} more" if more > 0 else "")
+        report.notes.append(f"split given by the folders {shown}")
+        if n_unsplit:
+            report.notes.append(f"{n_unsplit} images are in no train/val/test folder: no split")
+    if n_background:
+        report.notes.append(f"{n_background} images have no label file (YOLO background images)")
+
+    annotations = [
+        Annotation(
+            image=image,
+            source=source,
+            objects=[RawObject(box, names[c]) for c, box in objects],
+            normalized=True,
+            split=split,
+            image_id=image_id,
+        )
+        for image, source, image_id, split, objects in parsed
+    ]
+    return Parsed(annotations, {"class": names})

@@ -1,17 +1,15 @@
-"""Tests for petloc.data.oxford: the reader and its quirk report.
+"""Tests for the Oxford-IIIT Pet reader (petloc.data.formats.oxford) and the shared problem report.
 
 Oracles are independent of the reader: numbers hand-read from the real sample's XML files and lists
 (and the box arithmetic done by hand from them), the sample README's list of quirks, and tiny
 datasets crafted here with PIL, one quirk each, whose right answer is known by construction.
 
-The helpers ``Pet`` and ``write_pets`` are also used by the cache and CLI tests.
+The crafted-dataset helpers live in tests/helpers.py (the cache and CLI tests use them too).
 """
 
 from __future__ import annotations
 
-import io
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,88 +17,25 @@ import pytest
 from PIL import Image
 
 from petloc.data.cache import build_decode_cache
-from petloc.data.oxford import PROBLEMS, DataReport, DatasetError, parse_voc, read_oxford_pets
-
-Box = tuple[float, float, float, float]
-
-# A box well inside the default 80x60 crafted image, VOC style (1-based, inclusive).
-GOOD_BOX: Box = (11, 6, 50, 40)
-LIST_HEADER = "#Image CLASS-ID SPECIES BREED ID\n#ID: 1:37 Class ids\n#SPECIES: 1:Cat 2:Dog\n"
-
-
-@dataclass
-class Pet:
-    """One crafted image: its file, its XML (``boxes=None``: no XML) and the list it is in."""
-
-    stem: str
-    fmt: str = "JPEG"
-    mode: str = "RGB"
-    size: tuple[int, int] = (80, 60)
-    boxes: list[Box] | None = field(default_factory=lambda: [GOOD_BOX])
-    xml_size: tuple[int, int] | None = None  # <size> written in the XML; default: the image's size
-    split: str | None = "trainval"  # "trainval", "test" or None (in no list)
-    ext: str = ".jpg"
-    class_id: int = 1
-    species: int = 1
+from petloc.data.formats import read_dataset
+from petloc.data.formats.voc import parse_voc
+from petloc.data.records import PROBLEMS, DataReport, DatasetError, RecordSet
+from tests.helpers import (
+    GOOD_BOX,
+    Box,
+    Pet,
+    expected_box,
+    good,
+    image_bytes,
+    kinds,
+    names,
+    voc_xml,
+    write_pets,
+)
 
 
-def image_bytes(fmt: str, mode: str = "RGB", size: tuple[int, int] = (80, 60), seed: int = 0) -> bytes:
-    """Noise (so a JPEG has real entropy-coded data to cut), converted to ``mode``, encoded as ``fmt``."""
-    rgb = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(rgb).convert(mode).save(buf, format=fmt)
-    return buf.getvalue()
-
-
-def voc_xml(size: tuple[int, int], boxes: list[Box]) -> str:
-    objects = "".join(
-        f"<object><name>cat</name><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin>"
-        f"<xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>"
-        for b in boxes
-    )
-    return (
-        f"<annotation><size><width>{size[0]}</width><height>{size[1]}</height><depth>3</depth></size>"
-        f"{objects}</annotation>"
-    )
-
-
-def write_pets(root: Path, pets: list[Pet], extra_list_lines: tuple[str, ...] = ()) -> Path:
-    """Write ``pets`` into ``root`` in the Oxford layout and return ``root``."""
-    (root / "images").mkdir(parents=True, exist_ok=True)
-    (root / "annotations" / "xmls").mkdir(parents=True, exist_ok=True)
-    lists: dict[str, list[str]] = {"list": list(extra_list_lines), "trainval": [], "test": []}
-    for i, pet in enumerate(pets):
-        (root / "images" / f"{pet.stem}{pet.ext}").write_bytes(image_bytes(pet.fmt, pet.mode, pet.size, i))
-        if pet.boxes is not None:
-            xml = voc_xml(pet.xml_size or pet.size, pet.boxes)
-            (root / "annotations" / "xmls" / f"{pet.stem}.xml").write_text(xml)
-        if pet.split is not None:
-            line = f"{pet.stem} {pet.class_id} {pet.species} 1"
-            lists["list"].append(line)
-            lists[pet.split].append(line)
-    for name, lines in lists.items():
-        header = LIST_HEADER if name == "list" else ""
-        (root / "annotations" / f"{name}.txt").write_text(header + "".join(f"{x}\n" for x in lines))
-    return root
-
-
-def good(n: int = 2) -> list[Pet]:
-    """Clean images, so that a dataset with one quirk still has something usable."""
-    return [Pet(f"Abyssinian_{i}") for i in range(1, n + 1)]
-
-
-def names(report: DataReport, kind: str) -> list[str]:
-    """The file names of one problem kind, without the details after ': '."""
-    return [entry.split(": ")[0] for entry in report.problems.get(kind, [])]
-
-
-def kinds(report: DataReport) -> set[str]:
-    return {kind for kind, entries in report.problems.items() if entries}
-
-
-def expected_box(box: Box, width: int, height: int) -> Box:
-    """The documented normalization, written out: ((xmin-1)/W, (ymin-1)/H, xmax/W, ymax/H)."""
-    return ((box[0] - 1) / width, (box[1] - 1) / height, box[2] / width, box[3] / height)
+def read_oxford_pets(root: Path) -> RecordSet:
+    return read_dataset(root, "oxford")
 
 
 # --- the real sample -------------------------------------------------------------------------
@@ -131,13 +66,13 @@ def test_sample_records_carry_hand_computed_boxes_and_classes(oxford_sample: Pat
     }
     for image_id, (w, h, box, breed, species) in cases.items():
         r = by_id[image_id]
-        assert (r.width, r.height, r.breed, r.species) == (w, h, breed, species), image_id
+        assert (r.width, r.height, r.labels["class"], r.labels["species"]) == (w, h, breed, species), image_id
         assert r.box == pytest.approx(box, abs=1e-12), image_id
         assert r.path == oxford_sample / "images" / f"{image_id}.jpg"
-    assert pets.num_breeds == 37
-    assert pets.breed_names[0] == "Abyssinian"
-    assert pets.breed_names[5] == "Bengal"
-    assert pets.breed_names[36] == "yorkshire_terrier"
+    assert len(pets.classes) == 37
+    assert pets.classes[0] == "Abyssinian"
+    assert pets.classes[5] == "Bengal"
+    assert pets.classes[36] == "yorkshire_terrier"
 
 
 @pytest.mark.realdata
@@ -149,22 +84,22 @@ def test_sample_report_names_exactly_the_readme_quirks(oxford_sample: Path) -> N
         "color_mode",
         "multiple_objects",
         "not_in_list",
-        "missing_xml",
+        "missing_annotation",
     }
     assert report.problems["format_mismatch"] == ["Abyssinian_34.jpg: is GIF", "Abyssinian_5.jpg: is PNG"]
     assert report.problems["color_mode"] == ["Abyssinian_34.jpg: P", "Abyssinian_5.jpg: RGBA"]
     assert names(report, "multiple_objects") == ["Bengal_105.xml"]
     assert names(report, "not_in_list") == ["Abyssinian_34.jpg", "Abyssinian_82.jpg"]
-    assert sorted(names(report, "missing_xml")) == sorted(
+    assert sorted(names(report, "missing_annotation")) == sorted(
         ["Abyssinian_104.jpg", "american_bulldog_202.jpg", "Bengal_175.jpg", "Bengal_111.jpg"]
     )
     # Every XML is in trainval.txt with its image, and every box is valid: all 730 are usable.
     xml_stems = {p.stem for p in (oxford_sample / "annotations" / "xmls").glob("*.xml")}
     assert len(xml_stems) == 730
     assert {r.image_id for r in pets.records} == xml_stems
-    assert (report.n_images, report.n_usable, report.n_test) == (1034, 730, 298)
+    assert (report.n_images, report.n_usable) == (1034, 730)
 
-    text = report.format()
+    text = report.format_text()
     assert "1034 images, 730 usable boxed images" in text
     assert "298 images in test.txt have no box" in text
     assert "test_split" not in text and "Abyssinian_2.jpg" not in text  # test images are not listed
@@ -179,8 +114,9 @@ def test_clean_dataset_reports_no_problems(tmp_path: Path) -> None:
     pets = read_oxford_pets(write_pets(tmp_path, [*good(), Pet("Abyssinian_9", boxes=None, split="test")]))
     assert kinds(pets.report) == set()
     assert [r.box for r in pets.records] == [pytest.approx(expected_box(GOOD_BOX, 80, 60))] * 2
-    assert (pets.report.n_usable, pets.report.n_test) == (2, 1)
-    assert "no problems found" in pets.report.format()
+    assert pets.report.n_usable == 2
+    assert "1 images in test.txt have no box" in pets.report.format_text()
+    assert "no problems found" in pets.report.format_text()
 
 
 def test_png_and_gif_named_jpg_are_reported_and_still_used(tmp_path: Path) -> None:
@@ -264,8 +200,8 @@ def test_listed_image_without_xml_and_xml_without_image(tmp_path: Path) -> None:
     root = write_pets(tmp_path, [*good(), Pet("Bengal_1", boxes=None), Pet("Bengal_2")])
     (root / "images" / "Bengal_2.jpg").unlink()
     pets = read_oxford_pets(root)
-    assert names(pets.report, "missing_xml") == ["Bengal_1.jpg"]
-    assert names(pets.report, "missing_image") == ["Bengal_2"]
+    assert names(pets.report, "missing_annotation") == ["Bengal_1.jpg"]
+    assert names(pets.report, "missing_image") == ["Bengal_2.xml"]
     assert len(pets.records) == 2
 
 
@@ -336,7 +272,7 @@ def test_xml_size_disagreeing_with_the_image_rescales_the_box(tmp_path: Path) ->
     assert (record.width, record.height) == (80, 60)
 
 
-def test_entity_bomb_and_broken_xml_are_bad_xml(tmp_path: Path) -> None:
+def test_entity_bomb_broken_xml_and_xml_without_box(tmp_path: Path) -> None:
     root = write_pets(tmp_path, [*good(), Pet("Bengal_1"), Pet("Bengal_2"), Pet("Bengal_3"), Pet("Bengal_4")])
     xmls = root / "annotations" / "xmls"
     lol = "".join(f'<!ENTITY lol{i} "{f"&lol{i - 1};" * 10}">' for i in range(1, 10))
@@ -350,8 +286,9 @@ def test_entity_bomb_and_broken_xml_are_bad_xml(tmp_path: Path) -> None:
     (xmls / "Bengal_3.xml").write_text(voc_xml((80, 60), []))
     (xmls / "Bengal_4.xml").write_text(voc_xml((80, 60), [(11, 6, "x", 40)]))  # type: ignore[list-item]
     pets = read_oxford_pets(root)
-    assert names(pets.report, "bad_xml") == ["Bengal_1.xml", "Bengal_2.xml", "Bengal_3.xml", "Bengal_4.xml"]
-    assert "Entit" in pets.report.problems["bad_xml"][0]  # defusedxml's EntitiesForbidden
+    assert names(pets.report, "bad_annotation") == ["Bengal_1.xml", "Bengal_2.xml", "Bengal_4.xml"]
+    assert "Entit" in pets.report.problems["bad_annotation"][0]  # defusedxml's EntitiesForbidden
+    assert names(pets.report, "no_object") == ["Bengal_3.xml"]  # parses, but holds no box
     assert {r.image_id for r in pets.records} == {"Abyssinian_1", "Abyssinian_2"}
 
 
@@ -359,7 +296,7 @@ def test_malformed_list_lines_are_reported_and_the_rest_is_read(tmp_path: Path) 
     bad = ("Bengal_9 x 1 1", "Bengal_9 1", "Bengal_9 1 3 1", "Bengal_9 0 1 1", "Bengal_9 1 1 1 extra")
     pets = read_oxford_pets(write_pets(tmp_path, good(), extra_list_lines=bad))
     # list.txt = 3 header lines, then the bad lines in order
-    assert names(pets.report, "malformed_list_line") == [f"list.txt:{n}" for n in range(4, 9)]
+    assert names(pets.report, "malformed_entry") == [f"list.txt:{n}" for n in range(4, 9)]
     assert len(pets.records) == 2
 
 
@@ -374,7 +311,7 @@ def test_folder_without_xmls_raises_a_clear_error(tmp_path: Path) -> None:
     root = write_pets(tmp_path, [Pet("Abyssinian_1", boxes=None), Pet("Abyssinian_2", boxes=None)])
     with pytest.raises(DatasetError, match=r"no XML files in .*xmls") as info:
         read_oxford_pets(root)
-    assert "missing_xml" in str(info.value) and "petloc-data check" in str(info.value)
+    assert "missing_annotation" in str(info.value) and "petloc-data check" in str(info.value)
 
 
 def test_folder_without_lists_raises_a_clear_error(tmp_path: Path) -> None:
@@ -401,7 +338,7 @@ def test_symlink_loop_dangling_link_and_non_utf8_name_are_bad_names(tmp_path: Pa
     assert sorted(names(pets.report, "bad_name"))[:3] == ["Bengal_1.jpg", "Bengal_2.jpg", "Bengal_3.jpg"]
     assert "Too many levels of symbolic links" in next(e for e in entries if e.startswith("Bengal_1.jpg"))
     assert len(pets.records) == 2
-    assert "bad_name" in pets.report.format()  # the report prints, whatever the names are
+    assert "bad_name" in pets.report.format_text()  # the report prints, whatever the names are
 
 
 def test_two_files_with_one_stem_report_the_second(tmp_path: Path) -> None:
@@ -417,8 +354,8 @@ def test_report_rejects_unknown_kinds_and_lists_long_kinds_briefly() -> None:
     with pytest.raises(KeyError):
         report.add("no_such_kind", "a.jpg")
     for i in range(12):
-        report.add("missing_xml", f"img_{i}.jpg")
-    text = report.format(max_names=10)
+        report.add("missing_annotation", f"img_{i}.jpg")
+    text = report.format_text(max_names=10)
     assert "img_9.jpg" in text and "img_10.jpg" not in text and "... and 2 more" in text
-    assert "missing_xml (left out, 12)" in text
+    assert "missing_annotation (left out, 12)" in text
     assert set(PROBLEMS) >= {"format_mismatch", "color_mode", "bad_name", "unreadable_image"}
