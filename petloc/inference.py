@@ -156,7 +156,7 @@ class ImageReader:
 
     def __call__(self, path: Path) -> tuple[np.ndarray, tuple[int, int]]:
         """Return (uint8 HxWx3 input, (width, height) of the original file)."""
-        _, _, width, height = probe_image(path)
+        _, _, width, height, _ = probe_image(path)
         image = decode_image(path, self.max_side)
         out = self.transform(image=image, bboxes=np.zeros((0, 4), np.float32), labels=[])
         return out["image"], (width, height)

@@ -86,7 +86,13 @@ def test_every_option_composes_and_instantiates(
 ) -> None:
     # a global head cannot learn from mosaics: its runs turn the default preset's mosaic off
     mosaic_off = ["augment.mosaic=0"] if group == "head" and option != "center" else []
-    instantiate_run(make_cfg(f"{group}={option}", "image_size=64", *mosaic_off))
+    # the format options have no default folder: data.root is required (composing without it fails)
+    root = (
+        ["data.root=any/folder"]
+        if group == "data" and option not in ("synthetic_pets", "oxford_pets")
+        else []
+    )
+    instantiate_run(make_cfg(f"{group}={option}", "image_size=64", *mosaic_off, *root))
 
 
 def test_keras_v1_preset_is_the_prototype(make_cfg: Callable[..., DictConfig]) -> None:
@@ -145,7 +151,7 @@ def test_validate_rejects_unknown_mode_naming_the_allowed_ones(make_cfg: Callabl
         validate_config(make_cfg("mode.name=segmentation"))
     message = str(info.value)
     assert "mode.name" in message and "segmentation" in message
-    assert all(mode in message for mode in ("box", "species", "breed"))
+    assert all(mode in message for mode in ("box", "class", "species", "breed"))
 
 
 def test_unknown_loss_fails_naming_the_available_ones(make_cfg: Callable[..., DictConfig]) -> None:

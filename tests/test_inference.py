@@ -21,13 +21,12 @@ from PIL import Image
 
 from petloc import CONFIG_DIR
 from petloc.data.datamodule import LocalizationDataModule
+from petloc.data.images import list_images
 from petloc.inference import (
     CheckpointError,
     CheckpointMismatchError,
     ImageReader,
     InferenceModel,
-    class_names,
-    list_images,
     load_model,
     read_checkpoint,
 )
@@ -257,7 +256,7 @@ def test_center_head_score_is_the_neighbourhood_softmax_mass(
 
 def test_global_head_score_is_one(make_cfg: Callable[..., DictConfig]) -> None:
     cfg = make_cfg("head=pooled", "image_size=64")
-    module = build_module(cfg, 0).eval()
+    module = build_module(cfg).eval()
     images = torch.zeros(2, 64, 64, 3, dtype=torch.uint8)
     with torch.inference_mode():
         outputs = InferenceModel(module)(images)
@@ -265,19 +264,12 @@ def test_global_head_score_is_one(make_cfg: Callable[..., DictConfig]) -> None:
     assert torch.equal(outputs[1], torch.ones(2))
 
 
-def test_class_names_follow_the_mode_and_the_dataset(trained_run: TrainedRun, tmp_path: Path) -> None:
-    _, cfg = load_model(trained_run.best)
-    assert class_names(cfg, 2) == ["cat", "dog"]
-    # list.txt lines are "Image CLASS-ID SPECIES BREED-ID"; a breed's name is its images' prefix.
-    expected: dict[int, str] = {}
-    for line in (trained_run.data_root / "annotations" / "list.txt").read_text().splitlines():
-        if line and not line.startswith("#"):
-            stem, class_id = line.split()[:2]
-            expected[int(class_id) - 1] = stem.rsplit("_", 1)[0]
-    breed = OmegaConf.merge(cfg, {"mode": {"name": "breed"}})
-    assert class_names(breed, len(expected)) == [expected[i] for i in range(len(expected))]
-    gone = OmegaConf.merge(breed, {"data": {"root": str(tmp_path / "gone")}})
-    assert class_names(gone, 3) == ["class_1", "class_2", "class_3"]
+def test_the_checkpoint_carries_the_class_names(trained_run: TrainedRun, tmp_path: Path) -> None:
+    module, _ = load_model(trained_run.best)
+    assert module.hparams.class_names == ["cat", "dog"]  # species mode on the synthetic set
+    # they come from the checkpoint, not the dataset: a model rebuilds where its data is gone
+    gone = OmegaConf.create({"data": {"root": str(tmp_path / "gone")}})
+    assert load_model(trained_run.best, gone)[0].hparams.class_names == ["cat", "dog"]
 
 
 def test_list_images_takes_a_file_or_the_image_files_of_a_folder(tmp_path: Path) -> None:

@@ -123,7 +123,7 @@ def test_init_from_copies_the_network_and_nothing_of_the_run(
     """A box-only run started from the tiny species checkpoint: every backbone and head tensor (BN
     statistics included) comes from the file, the species classifier is left out, and the run's own
     state (best val/iou so far, the mean-box baseline) stays fresh."""
-    model = build_module(make_cfg("alpha=0.25", "image_size=64", "mode=box"), num_classes=0)
+    model = build_module(make_cfg("alpha=0.25", "image_size=64", "mode=box"))
     fresh = {k: v.clone() for k, v in model.state_dict().items()}
     stored = torch.load(trained_run.best, map_location="cpu", weights_only=True)["state_dict"]
     assert "classifier.weight" in stored and float(stored["val_iou_best.max_value"]) > 0
@@ -143,7 +143,7 @@ def test_init_from_another_architecture_names_both(
     trained_run: TrainedRun,  # noqa: F811
     make_cfg: Callable[..., DictConfig],
 ) -> None:
-    model = build_module(make_cfg("alpha=0.5", "image_size=64"), num_classes=0)
+    model = build_module(make_cfg("alpha=0.5", "image_size=64"))
     with pytest.raises(CheckpointMismatchError) as error:
         init_weights(model, str(trained_run.best))
     message = str(error.value)

@@ -119,7 +119,8 @@ class PetLocModule(L.LightningModule):
         notion of confidence) and, in class-aware modes, ``class_prob`` [B, C]."""
         out, logits = self(images)
         box = out.box.float().clamp(0, 1)
-        score = out.score.float() if out.score is not None else box.new_ones(box.shape[0])
+        # a probability mass: clamped, as a sum of float32 softmax terms can exceed 1 by rounding
+        score = out.score.float().clamp(0, 1) if out.score is not None else box.new_ones(box.shape[0])
         result = {"box": box, "score": score}
         if logits is not None:
             result["class_prob"] = torch.softmax(logits.float(), dim=1)

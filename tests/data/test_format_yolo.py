@@ -19,7 +19,7 @@ from PIL import Image
 import petloc.data.formats as formats
 from petloc.data.formats import detect_format, read_dataset
 from petloc.data.formats.yolo import read_yolo
-from petloc.data.records import DataReport, DatasetError, RecordSet
+from petloc.data.records import DataReport, DatasetError, Record, RecordSet
 
 SIZE = (80, 60)
 
@@ -60,7 +60,7 @@ def _registered_only(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(formats, "DETECTION_ORDER", order)
 
 
-def by_id(rs: RecordSet) -> dict[str, object]:
+def by_id(rs: RecordSet) -> dict[str, Record]:
     return {r.image_id: r for r in rs.records}
 
 
@@ -389,6 +389,34 @@ def test_hidden_files_are_skipped(tmp_path: Path) -> None:
     pair(root, ".cache/images/z.jpg", ".cache/labels/z.txt", "0 0.5 0.5 0.25 0.5\n")
     rs = read_dataset(root, "yolo")
     assert rs.report.n_images == 1 and not any(rs.report.problems.values())
+
+
+def test_non_utf8_file_name_and_link_loop_are_reported(tmp_path: Path) -> None:
+    root = tmp_path / "ds"
+    pair(root, "images/a.jpg", "labels/a.txt", "0 0.5 0.5 0.25 0.5\n")
+    try:
+        (Path(os.fsdecode(os.fsencode(root / "images") + b"/caf\xe9.jpg"))).write_bytes(ENCODED[".jpg"])
+    except OSError:
+        pytest.skip("this file system refuses non-UTF-8 names")
+    (root / "images/loop").symlink_to(root / "images", target_is_directory=True)
+    rs = read_dataset(root, "yolo")
+    assert [r.image_id for r in rs.records] == ["images/a"]
+    bad = rs.report.problems["bad_name"]
+    assert any("caf\\xe9.jpg" in b and "UTF-8" in b for b in bad), bad
+    assert any(b.startswith("images/loop: a link to a folder listed already") for b in bad), bad
+
+
+def test_huge_class_indices_do_not_make_huge_class_lists(tmp_path: Path) -> None:
+    root = tmp_path / "ds"
+    pair(root, "a.jpg", "a.txt", "1e300 0.5 0.5 0.2 0.2\n99999999 0.5 0.5 0.2 0.2\n1 0.5 0.5 0.25 0.5\n")
+    rs = read_dataset(root, "yolo")
+    assert rs.classes == ["0", "1"]
+    assert [m.split(": ", 1)[0] for m in rs.report.problems["malformed_entry"]] == ["a.txt:1", "a.txt:2"]
+    text(root / "data.yaml", "names: {0: a, 4000000000: b}\n")
+    text(root / "classes.txt", "x\ny\n")
+    rs = read_dataset(root, "yolo")
+    assert rs.report.problems["bad_annotation"][0].startswith("data.yaml: names key 4000000000")
+    assert rs.classes == ["x", "y"]
 
 
 # --- detection -----------------------------------------------------------------------------------

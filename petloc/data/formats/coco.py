@@ -152,17 +152,16 @@ class _Folders:
     def __init__(self) -> None:
         self.listed: dict[str, frozenset[str]] = {}
 
-    def has(self, path: str) -> bool:
-        folder, name = os.path.split(path)
+    def files(self, folder: str) -> frozenset[str]:
         names = self.listed.get(folder)
         if names is None:
             try:
-                with os.scandir(folder or ".") as it:
+                with os.scandir(folder) as it:
                     names = frozenset(e.name for e in it if e.is_file())
             except (OSError, ValueError):  # ValueError: a NUL or lone surrogate in a JSON's file_name
                 names = frozenset()
             self.listed[folder] = names
-        return name in names
+        return names
 
 
 @dataclass
@@ -173,30 +172,42 @@ class _Resolver:
     bases: list[str]  # existing candidate folders, in order of precedence
     fallback: str  # the JSON's folder: where a missing image is reported
     folders: _Folders
-    ids: dict[str, str] = field(default_factory=dict)  # image_id -> path, to keep ids unique
+    ids: dict[str, str] = field(default_factory=dict)  # image_id -> path from ROOT: ids stay unique
+
+    def __post_init__(self) -> None:
+        # Each folder's path relative to ROOT, once: the image ids are built from it by string
+        # concatenation (os.path.relpath per image costs more than the whole JSON parse).
+        self.prefixes = {base: self._relative(base) for base in [*self.bases, self.fallback]}
+
+    def _relative(self, path: str) -> str:
+        rel = os.path.relpath(path, self.root).replace(os.sep, "/")
+        return "" if rel == "." else rel + "/"
 
     def resolve(self, file_name: str) -> tuple[Path, str]:
         """(path of the first existing file, else the path under the JSON's folder; image_id)."""
         name = file_name.replace("\\", "/")
         tries = [name]
         if os.path.isabs(name) or _WINDOWS_DRIVE.match(name):  # written on the annotator's machine
-            tries.append(posixpath.basename(name))
+            tries = [name, posixpath.basename(name)]
         for candidate in tries:
+            sub, leaf = posixpath.split(candidate)
             for base in self.bases:
-                path = os.path.join(base, candidate)
-                if self.folders.has(path):
-                    return Path(path), self._image_id(path)
-        path = os.path.join(self.fallback, tries[-1])
-        return Path(path), self._image_id(path)
+                folder = os.path.join(base, sub) if sub else base
+                if leaf in self.folders.files(folder):
+                    return Path(folder, leaf), self._image_id(base, candidate)
+        return Path(self.fallback, tries[-1]), self._image_id(self.fallback, tries[-1])
 
-    def _image_id(self, path: str) -> str:
+    def _image_id(self, base: str, name: str) -> str:
         """The path relative to ROOT without suffix, with forward slashes: unique across split files
         (``train/a`` and ``valid/a``); the suffix is kept where two files differ only in it."""
-        rel = os.path.relpath(path, self.root).replace(os.sep, "/")
-        image_id = os.path.splitext(rel)[0]
-        if self.ids.setdefault(image_id, path) != path:
+        if posixpath.isabs(name):
+            rel = self._relative(name).rstrip("/")
+        else:
+            rel = posixpath.normpath(self.prefixes[base] + name)
+        image_id = posixpath.splitext(rel)[0]
+        if self.ids.setdefault(image_id, rel) != rel:  # rel is normalized: one per file
             image_id = rel
-            self.ids.setdefault(image_id, path)
+            self.ids.setdefault(image_id, rel)
         return image_id
 
 
@@ -293,16 +304,16 @@ def _read_file(
     categories = _categories(data, source, report)
     images: dict[Key, tuple[str, tuple[int, int] | None]] = {}
     for i, entry in enumerate(data["images"]):
-        key = _key(entry.get("id")) if isinstance(entry, dict) else None
-        file_name = entry.get("file_name") if isinstance(entry, dict) else None
+        where = f"{source}:images[{i}]"
+        if not isinstance(entry, dict):
+            report.add("malformed_entry", where, "not a JSON object: skipped")
+            continue
+        key, file_name = _key(entry.get("id")), entry.get("file_name")
         if key is None or not isinstance(file_name, str) or not file_name.strip():
-            what = (
-                "an image entry" if not isinstance(entry, dict) else "an id" if key is None else "a file_name"
-            )
-            report.add("malformed_entry", f"{source}:images[{i}]", f"needs {what}: skipped")
+            report.add("malformed_entry", where, f"no {'id' if key is None else 'file_name'}: skipped")
             continue
         if key in images:
-            report.add("malformed_entry", f"{source}:images[{i}]", f"image id {key!r} repeats: first kept")
+            report.add("malformed_entry", where, f"image id {key!r} repeats: first kept")
             continue
         images[key] = (file_name.strip(), _size(entry))
 
@@ -399,7 +410,7 @@ def read_coco(
             if name not in used or _order(key) < _order(used[name]):
                 used[name] = key
         report.n_images += n_images
-        report.notes.append(f"{source}: {n_images} images, split {split or 'none (not in the name)'}")
+        report.notes.append(f"{source}: {n_images} images, {f'split {split}' if split else 'no split named'}")
     if ignored:
         shown = ", ".join(ignored[:5]) + (f" and {len(ignored) - 5} more" if len(ignored) > 5 else "")
         report.notes.append(f"{len(ignored)} JSON file(s) without COCO keys not read: {shown}")

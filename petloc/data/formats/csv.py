@@ -1,8 +1,9 @@
 """CSV box lists: one row per box, ``filename,xmin,ymin,xmax,ymax[,class][,width,height]``.
 
 Rows naming the same file are one image with several objects (first-seen order is kept). The
-columns are found by name in a header row, or by position without one; ``columns`` renames them
-(``{"filename": "image", "class": "label"}``), or, without a header, gives 0-based positions. With
+columns are found by name in a header row (any case), or by position without one; ``columns``
+renames them (``{"filename": "image", "class": "label"}``) or gives 0-based positions
+(``{"filename": 0, "xmin": 4}``: the one way to reorder a headerless file's columns). With
 ``header=None`` the first row is a header when it holds the filename column's name or anything
 non-numeric where the coordinates would be; a headerless file is read in the common export order
 ``filename,xmin,ymin,xmax,ymax,class``. ``width,height``, where present, are the image size the
@@ -23,7 +24,7 @@ one from another machine) is used if it exists, else its last part is looked up 
 
 A reader only parses: a bad row is a named ``malformed_entry`` (``FILE:LINE`` and what is wrong),
 never a crash, and the file is read in one pass with the stdlib :mod:`csv` module, so 100,000
-rows take a fraction of a second.
+rows take about a second (one dict lookup per row, one directory listing per image folder).
 """
 
 from __future__ import annotations
@@ -31,11 +32,11 @@ from __future__ import annotations
 import csv
 import io
 import itertools
-import math
 import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from math import isfinite
 from pathlib import Path, PurePosixPath
 
 from petloc.data.formats import Parsed, register
@@ -44,8 +45,8 @@ from petloc.data.records import Annotation, DataReport, DatasetError, RawObject,
 KEYS = ("filename", "xmin", "ymin", "xmax", "ymax", "class", "width", "height")
 REQUIRED = KEYS[:5]
 COORDINATES = ("voc", "edges", "normalized")
-# Column positions of a headerless file: the order most exporters write (raccoon-style exports
-# with width,height first always carry a header).
+# Column positions of a headerless file: the order most exporters write (exports that put
+# width,height first, like the raccoon set, carry a header in practice).
 HEADERLESS = {"filename": 0, "xmin": 1, "ymin": 2, "xmax": 3, "ymax": 4, "class": 5}
 _WINDOWS_ABSOLUTE = re.compile(r"^[A-Za-z]:/")
 
@@ -130,12 +131,11 @@ def _is_number(value: str) -> bool:
 
 def _position(key: str, value: object, source: str) -> int:
     """A headerless file's column ``value`` for ``key`` as a 0-based position."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
+    if (pos := _as_position(value)) is not None:
+        return pos
     raise DatasetError(
-        f"{source} has no header row (its first row reads as data), so data.options.columns must give "
+        f"{source} is read without a header row (data.options.header=false, or the first row reads as "
+        "data), so data.options.columns must give "
         f"0-based column positions, e.g. {{{key}: 0}}, not {key}: {value!r}; or set data.options.header=true"
     )
 
@@ -166,7 +166,9 @@ def _layout(
     index = {}
     for key in KEYS:
         name = columns.get(key, key)
-        if (i := found.get(str(name).strip().casefold())) is not None:
+        if (i := _as_position(name)) is not None or (
+            i := found.get(str(name).strip().casefold())
+        ) is not None:
             index[key] = i
     missing = [str(columns.get(k, k)) for k in REQUIRED if k not in index]
     if missing:
@@ -181,17 +183,27 @@ def _layout(
 
 def _looks_like_header(first: list[str], columns: Mapping[str, object]) -> bool:
     """The filename column's name in the row, or a non-number where a headerless file has coordinates."""
-    name = str(columns.get("filename", "filename")).strip().casefold()
-    if any(cell.strip().casefold() == name for cell in first):
+    name = columns.get("filename", "filename")
+    if _as_position(name) is None and any(
+        cell.strip().casefold() == str(name).strip().casefold() for cell in first
+    ):
         return True
     for key in ("xmin", "ymin", "xmax", "ymax"):
-        value = columns.get(key, HEADERLESS[key])
-        pos = value if isinstance(value, int) else int(value) if str(value).strip().isdigit() else None
+        pos = _as_position(columns.get(key, HEADERLESS[key]))
         if pos is None:  # a column *name* was given: only a header can have it
             return True
         if pos < len(first) and first[pos].strip() and not _is_number(first[pos]):
             return True
     return False
+
+
+def _as_position(value: object) -> int | None:
+    """A column given as a 0-based position (an int or a digit string); None for a name."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return None
 
 
 def _clean_name(raw: str) -> str:
@@ -200,6 +212,8 @@ def _clean_name(raw: str) -> str:
 
 
 def _image_id(name: str) -> str:
+    if "/" not in name:  # the common case, without a path object
+        return os.path.splitext(name)[0]
     path = PurePosixPath(name)
     try:
         return str(path.with_suffix(""))
@@ -214,6 +228,7 @@ class _ImageFinder:
     def __init__(self, folders: list[Path]) -> None:
         self.folders = list(dict.fromkeys(folders))
         self._listings: dict[Path, set[str]] = {}
+        self.found = 0
 
     def _names(self, folder: Path) -> set[str]:
         if folder not in self._listings:
@@ -231,12 +246,19 @@ class _ImageFinder:
 
     def find(self, name: str) -> Path:
         """The image ``name`` names; a path that does not exist (reported missing by ``assemble``)."""
+        if "/" not in name:  # the common case, without path objects
+            folder = next((f for f in self.folders if name in self._names(f)), None)
+            self.found += folder is not None
+            return (folder or self.folders[0]) / name
         rel = PurePosixPath(name)
         if rel.is_absolute() or _WINDOWS_ABSOLUTE.match(name):
             if Path(name).is_file():
+                self.found += 1
                 return Path(name)
             rel = PurePosixPath(rel.name)
-        return self._relative(rel) or self.folders[0] / rel
+        path = self._relative(rel)
+        self.found += path is not None
+        return path or self.folders[0] / rel
 
 
 def _parse_rows(
@@ -262,9 +284,9 @@ def _parse_rows(
         if isinstance(row, str):
             report.add("malformed_entry", where, f"unreadable CSV record ({row})")
             continue
-        if not any(cell.strip() for cell in row):
-            continue  # blank line
         if len(row) < need:
+            if not any(cell.strip() for cell in row):
+                continue  # blank line
             short = [k for k in REQUIRED if index[k] >= len(row)]
             one = len(row) == 1 and any(sep in row[0] for sep in ";\t")
             hint = " (separated by ';' or tabs? only ',' is read)" if one else ""
@@ -272,7 +294,8 @@ def _parse_rows(
             continue
         name = _clean_name(row[fi])
         if not name:
-            report.add("malformed_entry", where, "empty filename")
+            if any(cell.strip() for cell in row):  # else a line of empty fields: blank
+                report.add("malformed_entry", where, "empty filename")
             continue
         names.add(name)
         try:
@@ -283,7 +306,7 @@ def _parse_rows(
             ]
             report.add("malformed_entry", where, f"not a number: {', '.join(bad)}")
             continue
-        if not all(math.isfinite(v) for v in values):
+        if not (isfinite(values[0]) and isfinite(values[1]) and isfinite(values[2]) and isfinite(values[3])):
             report.add("malformed_entry", where, f"non-finite coordinate in {values}")
             continue
         size = None
@@ -375,8 +398,7 @@ def read_csv(
             first = (line, row)
             break
     if first is None:
-        report.notes.append(f"{label} has no rows")
-        return Parsed([])
+        return Parsed([], hint=f"{label} has no rows")
     layout = _layout(first[1] if isinstance(first[1], list) else None, columns or {}, header, label)
     body = rows if layout.header else itertools.chain([first], rows)
     images, report.n_images, largest = _parse_rows(body, layout, label, coordinates, report)
@@ -410,4 +432,20 @@ def read_csv(
                 image_id=image_id,
             )
         )
-    return Parsed(annotations)
+    return Parsed(annotations, hint=_hint(label, layout, report, annotations, finder))
+
+
+def _hint(
+    label: str, layout: Layout, report: DataReport, annotations: list[Annotation], finder: _ImageFinder
+) -> str | None:
+    """The first missing piece, for the error raised when no image is usable (None: see the report)."""
+    if not annotations:
+        if report.count("malformed_entry"):
+            return f"no row of {label} could be used (see malformed_entry below)"
+        return f"{label} has a header but no data rows" if layout.header else f"{label} has no usable rows"
+    if finder.found == 0:
+        folders = ", ".join(str(f) for f in finder.folders)
+        return (
+            f"none of the images {label} names is in {folders}: data.options.image_dir=DIR names their folder"
+        )
+    return None

@@ -49,8 +49,9 @@ YAML_NAMES = ("data.yaml", "dataset.yaml")
 _SPLIT = re.compile(r"(train|val|valid|validation|test)\d*")
 _SPLIT_NAME = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 _MAX_LISTED_SPLIT_FOLDERS = 8
-# Without class names, the largest index sets the class count: one garbage line must not make it huge.
-MAX_UNNAMED_CLASSES = 10_000
+# The largest class index accepted where it sets the class count (a names dict, or no names at all):
+# one garbage line or key must not make a list of a billion names.
+MAX_CLASSES = 100_000
 
 
 @dataclass
@@ -62,7 +63,6 @@ class _Tree:
     txt_folders: set[str] = field(default_factory=set)  # "folder/stem" of folders named stem.txt
     classes_txt: list[str] = field(default_factory=list)
     yamls: list[str] = field(default_factory=list)  # file names in ROOT itself
-    n_folders: int = 0
 
 
 def _scan(root: Path, report: DataReport) -> _Tree:
@@ -78,6 +78,7 @@ def _scan(root: Path, report: DataReport) -> _Tree:
         try:
             st = os.stat(path)
             if (st.st_dev, st.st_ino) in seen:
+                report.add("bad_name", rel, "a link to a folder listed already (a loop or a copy): skipped")
                 continue
             seen.add((st.st_dev, st.st_ino))
             with os.scandir(path) as it:
@@ -85,18 +86,17 @@ def _scan(root: Path, report: DataReport) -> _Tree:
         except OSError as exc:
             report.add("bad_name", rel or ".", f"folder cannot be listed: {exc.strerror or exc}")
             continue
-        tree.n_folders += 1
         subfolders = []
         for entry in entries:
             name = entry.name
+            relname = f"{rel}/{name}" if rel else name
             try:
                 name.encode("utf-8")
             except UnicodeEncodeError:
-                report.add("bad_name", repr(os.fsencode(entry.path)), "rename it to a UTF-8 name")
+                report.add("bad_name", repr(os.fsencode(relname)), "rename it to a UTF-8 name")
                 continue
             if name.startswith("."):
                 continue
-            relname = f"{rel}/{name}" if rel else name
             lower = name.lower()
             try:
                 is_dir = entry.is_dir()  # follows links; a dangling link is no folder
@@ -148,6 +148,10 @@ def _names_from(data: Any) -> list[str]:
                 isinstance(key, int) or (isinstance(key, str) and key.isdigit())
             ):
                 raise ValueError(f"names key {key!r} is not a class index (0, 1, ...)")
+            if int(key) >= MAX_CLASSES:
+                raise ValueError(
+                    f"names key {key} is not a plausible class index (at most {MAX_CLASSES - 1})"
+                )
             by_index[int(key)] = str(name)
         return [by_index.get(i, str(i)) for i in range(max(by_index, default=-1) + 1)]
     raise ValueError(f"names is a {type(data).__name__}, not a list or {{index: name}}")
@@ -267,7 +271,9 @@ def _read_label(
         return None
     objects = []
     n_lines = 0
-    for lineno, raw in enumerate(text.splitlines(), start=1):
+    # Line numbers as an editor counts them: str.splitlines would also split at form feeds and others.
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    for lineno, raw in enumerate(lines, start=1):
         tokens = raw.split()
         if not tokens:
             continue
@@ -285,9 +291,13 @@ def _read_label(
                 "malformed_entry", where, f"{shown!r}: class {tokens[0]!r} is no class index: {LINE_FORMAT}"
             )
             continue
-        if cls >= (n_names if n_names is not None else MAX_UNNAMED_CLASSES):
-            known = f"the {n_names} class names" if n_names is not None else "the classes (no names given)"
-            report.add("malformed_entry", where, f"{shown!r}: class {tokens[0]} is not among {known}")
+        if cls >= (n_names if n_names is not None else MAX_CLASSES):
+            known = (
+                f"not among the {n_names} class names"
+                if n_names is not None
+                else f"no plausible class index (at most {MAX_CLASSES - 1})"
+            )
+            report.add("malformed_entry", where, f"{shown!r}: class {tokens[0]} is {known}")
             continue
         parsed = _parse_line(numbers[1:], kpt_values)
         if isinstance(parsed, str):
@@ -356,6 +366,7 @@ def read_yolo(root: Path, report: DataReport, yaml: str | None = None) -> Parsed
     ``yaml``: the dataset yaml with ``names:``, relative to ``root``, when it is not found by name.
     """
     tree = _scan(root, report)
+    root_str = str(root)
     found = _find_names(root, tree, report, yaml)
     n_names = None if found.names is None else len(found.names)
     if found.kpt_values is not None:
@@ -399,7 +410,7 @@ def read_yolo(root: Path, report: DataReport, yaml: str | None = None) -> Parsed
             n_background += 1
             parsed.append((image, f"{rel} (no label file {label_key}.txt)", image_id, split, []))
             continue
-        objects = _read_label(str(root / source), source, report, n_names, found.kpt_values)
+        objects = _read_label(os.path.join(root_str, source), source, report, n_names, found.kpt_values)
         if objects is not None:
             parsed.append((image, source, image_id, split, objects))
     report.n_images = len(ids)
