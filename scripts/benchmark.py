@@ -15,6 +15,12 @@ Prints one JSON object (names from INTERFACE.md):
 Warm-up steps are excluded and every figure is a median over steps or repeats.
 
 By default it measures ``data=oxford_pets`` on the shared real sample (``../shared/data/...``).
+
+    python scripts/benchmark.py --readers 100000
+
+instead times each dataset reader's parse (annotations only: no image is opened or decoded) on a
+generated set of that many images in every format, and prints ``reader_ips`` (images/s per format)
+and ``reader_s`` (seconds per format).
 """
 
 from __future__ import annotations
@@ -42,6 +48,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from petloc import CONFIG_DIR
 from petloc.data.datamodule import LocalizationDataModule
+from petloc.data.formats import FORMATS
+from petloc.data.records import DataReport
 from petloc.models.factory import build_module
 
 REPO = Path(__file__).resolve().parent.parent
@@ -205,6 +213,73 @@ def run(overrides: list[str], steps: int, warmup: int, repeats: int) -> dict[str
     }
 
 
+def write_annotation_sets(n: int, root: Path) -> dict[str, Path]:
+    """``n`` images in every format under ``root``, annotations only: image files are empty (the
+    readers list them but never open them) and every image has one box of class ``a`` or ``b``."""
+    images = root / "images"
+    images.mkdir(parents=True)
+    names = [f"img_{i:06d}" for i in range(n)]
+    for name in names:
+        (images / f"{name}.jpg").touch()
+    box = (11, 21, 240, 180)  # VOC pixels in a 320x240 image
+    folders = {fmt: root / fmt for fmt in ("oxford", "voc", "coco", "yolo", "csv")}
+    for folder in folders.values():
+        folder.mkdir()
+        (folder / "images").symlink_to(images)
+    xml = (
+        "<annotation><filename>{name}.jpg</filename><size><width>320</width><height>240</height></size>"
+        "<object><name>{cls}</name><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin><xmax>{b[2]}</xmax>"
+        "<ymax>{b[3]}</ymax></bndbox></object></annotation>"
+    )
+    for fmt, sub in (("voc", "annotations"), ("oxford", "annotations/xmls")):
+        (folders[fmt] / sub).mkdir(parents=True)
+        for i, name in enumerate(names):
+            (folders[fmt] / sub / f"{name}.xml").write_text(xml.format(name=name, cls="ab"[i % 2], b=box))
+    lines = "".join(f"{name} {i % 2 + 1} {i % 2 + 1} 1\n" for i, name in enumerate(names))
+    (folders["oxford"] / "annotations" / "list.txt").write_text(lines)
+    (folders["oxford"] / "annotations" / "trainval.txt").write_text(lines)
+    coco = {
+        "images": [
+            {"id": i, "file_name": f"{n_}.jpg", "width": 320, "height": 240} for i, n_ in enumerate(names)
+        ],
+        "annotations": [
+            {"id": i, "image_id": i, "category_id": i % 2 + 1, "bbox": [10, 20, 230, 160], "iscrowd": 0}
+            for i in range(n)
+        ],
+        "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}],
+    }
+    (folders["coco"] / "annotations.json").write_text(json.dumps(coco))
+    (folders["yolo"] / "labels").mkdir()
+    for i, name in enumerate(names):
+        (folders["yolo"] / "labels" / f"{name}.txt").write_text(f"{i % 2} 0.39 0.42 0.72 0.67\n")
+    (folders["yolo"] / "data.yaml").write_text("names: [a, b]\n")
+    rows = "".join(
+        f"{name}.jpg,320,240,{'ab'[i % 2]},{','.join(map(str, box))}\n" for i, name in enumerate(names)
+    )
+    (folders["csv"] / "labels.csv").write_text("filename,width,height,class,xmin,ymin,xmax,ymax\n" + rows)
+    return folders
+
+
+def measure_readers(n: int) -> dict[str, Any]:
+    """Seconds and images/s of each reader's parse on ``n`` images (one run each, one at a time)."""
+    seconds: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="petloc-readers-") as tmp:
+        for fmt, folder in write_annotation_sets(n, Path(tmp)).items():
+            report = DataReport(folder)
+            start = time.perf_counter()
+            parsed = FORMATS[fmt].read(folder, report)
+            seconds[fmt] = time.perf_counter() - start
+            boxed = sum(1 for a in parsed.annotations if a.objects)
+            if boxed != n:
+                raise RuntimeError(f"{fmt}: parsed {boxed} boxed images of {n}:\n{report.format_text()}")
+    return {
+        "images": n,
+        "reader_s": {k: round(v, 2) for k, v in seconds.items()},
+        "reader_ips": {k: round(n / v) for k, v in seconds.items()},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -213,7 +288,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=60, help="measured training steps per phase")
     parser.add_argument("--warmup", type=int, default=10, help="steps excluded before measuring")
     parser.add_argument("--repeats", type=int, default=20, help="inference repeats (batch 32)")
+    parser.add_argument("--readers", type=int, help="time the dataset readers on this many images instead")
     args = parser.parse_args(argv)
+    if args.readers:
+        print(json.dumps(measure_readers(args.readers), indent=2))
+        return 0
     print(json.dumps(run(args.overrides, args.steps, args.warmup, args.repeats), indent=2))
     return 0
 

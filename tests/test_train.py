@@ -22,6 +22,7 @@ from tests.test_inference import TrainedRun, trained_run  # noqa: F401 (the shar
 
 # Small and single-process: the CI machine may be busy, and workers only add start-up time here.
 SMALL = ("image_size=64", "data.num_workers=0")
+FAST = ("debug=fast", "data.synthetic.n=48")  # one batch through train and val, on a small synthetic set
 VAL_METRICS = ("val/iou", "val/iou_best", "val/acc50", "val/acc75", "val/iou_pooled", "val/iou_mean_box")
 RUN_METRICS = (*VAL_METRICS, "train/loss", "val/loss", "lr")
 
@@ -45,7 +46,7 @@ def test_fast_dev_run_trains_and_validates(
     mode: str, head: str, make_cfg: Callable[..., DictConfig], tmp_path: Path
 ) -> None:
     mosaic_off = ["augment.mosaic=0"] if head != "center" else []  # global heads cannot learn from mosaics
-    metrics = train(make_cfg("debug=fast", f"mode={mode}", f"head={head}", *SMALL, *mosaic_off))
+    metrics = train(make_cfg(*FAST, f"mode={mode}", f"head={head}", *SMALL, *mosaic_off))
 
     assert_metrics(metrics, mode)
     assert metrics["global_step"] == 1  # fast_dev_run: exactly one training batch
@@ -158,6 +159,6 @@ def test_train_starts_from_init_from(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     with caplog.at_level("INFO", logger="petloc.train"):
-        metrics = train(make_cfg("debug=fast", f"init_from={trained_run.best}"))
+        metrics = train(make_cfg(*FAST, f"init_from={trained_run.best}"))
     assert metrics["global_step"] == 1
     assert f"init_from={trained_run.best}:" in caplog.text and "classifier.weight" in caplog.text

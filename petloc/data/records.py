@@ -12,6 +12,7 @@ half-way, and every file that was fixed up or left out is named in the report.
 from __future__ import annotations
 
 import math
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -173,6 +174,24 @@ class RecordSet:
         """Whether the dataset brings its own train/val split (every record has one, both occur)."""
         splits = {r.split for r in self.records}
         return None not in splits and "train" in splits and bool(splits & {"val", "test"})
+
+
+_SPLIT_PREFIX = {"train": "train", "test": "test"}  # any word starting so: trainval, training, testing
+_VAL_WORDS = {"val", "valid", "validation"}
+_WORDS = re.compile(r"[a-z]+")
+
+
+def split_from_name(name: str) -> str | None:
+    """``train``, ``val`` or ``test`` from a word in a file or folder name (``instances_val2017``,
+    ``valid``, ``train``, ``testing``); None when none is there. Whole words: ``latest`` is no test
+    split. The one rule for every format whose split comes from names (COCO files, YOLO folders)."""
+    for word in _WORDS.findall(name.lower()):
+        for prefix, split in _SPLIT_PREFIX.items():
+            if word.startswith(prefix):
+                return split
+        if word in _VAL_WORDS:
+            return "val"
+    return None
 
 
 def _area(box: Box) -> float:

@@ -17,8 +17,8 @@ import pytest
 from PIL import Image
 
 from petloc.data.formats import FORMATS, detect_format, read_dataset
-from petloc.data.formats.coco import read_coco, split_of
-from petloc.data.records import DataReport, DatasetError, RecordSet
+from petloc.data.formats.coco import read_coco
+from petloc.data.records import DataReport, DatasetError, RecordSet, split_from_name
 
 W, H = 80, 60
 
@@ -552,7 +552,7 @@ def test_detect(tmp_path: Path) -> None:
     ],
 )
 def test_split_of(name: str, split: str | None) -> None:
-    assert split_of(name) == split
+    assert split_from_name(name) == split
 
 
 def test_100k_images_parse_in_seconds(tmp_path: Path) -> None:

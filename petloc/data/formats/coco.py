@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from petloc.data.formats import Parsed, register
-from petloc.data.records import Annotation, DataReport, DatasetError, RawObject
+from petloc.data.records import Annotation, DataReport, DatasetError, RawObject, split_from_name
 
 Key = int | str
 
@@ -49,9 +49,6 @@ SNIFF_BYTES = 64 * 1024  # COCO writers put "images" after info/licenses/categor
 DETECT_MAX_FILES = 64  # a folder of per-image JSONs (LabelMe) must not make detection slow
 DETECT_PARSE_MAX_BYTES = 4 * 1024 * 1024
 COCO_KEYS = ("images", "annotations", "categories")
-_SPLIT_PREFIX = {"train": "train", "test": "test"}  # any word starting so: trainval, training, testing
-_VAL_WORDS = {"val", "valid", "validation"}
-_WORDS = re.compile(r"[a-z]+")
 _WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:/")
 # COCO's own companion files beside instances_*.json: captions, keypoints, stuff and panoptic
 # segments and test-image lists hold no object boxes of their own (or the persons again).
@@ -91,17 +88,6 @@ def _looks_like_coco(path: Path) -> bool:
 def _detect(root: Path) -> bool:
     """A COCO JSON in ROOT, ROOT/annotations or one folder below (the first few JSONs are sniffed)."""
     return any(_looks_like_coco(p) for p in _json_files(root)[:DETECT_MAX_FILES])
-
-
-def split_of(name: str) -> str | None:
-    """``train``, ``val`` or ``test`` from a word in a file or folder name; None when none is there."""
-    for word in _WORDS.findall(name.lower()):
-        for prefix, split in _SPLIT_PREFIX.items():
-            if word.startswith(prefix):
-                return split
-        if word in _VAL_WORDS:
-            return "val"
-    return None
 
 
 def _key(value: Any) -> Key | None:
@@ -401,7 +387,7 @@ def read_coco(
         if data is None:
             continue
         folder = path.parent
-        split = split_of(path.stem) or (split_of(folder.name) if folder != root else None)
+        split = split_from_name(path.stem) or (split_from_name(folder.name) if folder != root else None)
         bases = _bases(root, path, image_dir)
         resolver = _Resolver(root, bases, os.path.normpath(folder), folders, ids)
         parsed, n_images = _read_file(data, source, split, resolver, report)

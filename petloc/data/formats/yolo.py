@@ -42,12 +42,10 @@ from yaml import YAMLError, safe_load
 
 from petloc.data.formats import Parsed, register
 from petloc.data.images import IMAGE_SUFFIXES
-from petloc.data.records import Annotation, Box, DataReport, DatasetError, RawObject
+from petloc.data.records import Annotation, Box, DataReport, DatasetError, RawObject, split_from_name
 
 LINE_FORMAT = "expected 'class cx cy w h' (or a polygon 'class x1 y1 x2 y2 x3 y3 ...')"
 YAML_NAMES = ("data.yaml", "dataset.yaml")
-_SPLIT = re.compile(r"(train|val|valid|validation|test)\d*")
-_SPLIT_NAME = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 _MAX_LISTED_SPLIT_FOLDERS = 8
 # The largest class index accepted where it sets the class count (a names dict, or no names at all):
 # one garbage line or key must not make a list of a billion names.
@@ -130,9 +128,9 @@ def _swap_last(parts: list[str], old: str, new: str) -> list[str] | None:
 def _split_of(parts: list[str]) -> tuple[str, str] | None:
     """(split, the folder path that gave it) from the outermost split-named folder of an image's path."""
     for i, part in enumerate(parts):
-        m = _SPLIT.fullmatch(part.lower())
-        if m:
-            return _SPLIT_NAME[m.group(1)], "/".join(parts[: i + 1])
+        split = split_from_name(part)
+        if split is not None:
+            return split, "/".join(parts[: i + 1])
     return None
 
 
