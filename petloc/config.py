@@ -30,6 +30,11 @@ def validate_config(cfg: DictConfig) -> None:
         raise ConfigError(f"backbone.name={cfg.backbone.name!r}: allowed values are {sorted(BACKBONES)}")
     if cfg.get("nan_policy", "stop") not in ("stop", "skip"):
         raise ConfigError(f"nan_policy={cfg.nan_policy!r}: allowed values are ['stop', 'skip']")
+    scale = cfg.get("backbone_lr_scale", 1.0)
+    if not isinstance(scale, (int, float)) or scale <= 0:
+        raise ConfigError(
+            f"backbone_lr_scale={scale!r}: the backbone's share of optimizer.lr must be a number > 0"
+        )
     margin = cfg.get("refine_margin", DEFAULT_MARGIN)
     if not isinstance(margin, (int, float)) or margin < 1:
         raise ConfigError(

@@ -26,6 +26,7 @@ def build_module(cfg: DictConfig, class_names: list[str] | None = None) -> PetLo
         cls_weight=cfg.mode.cls_weight,
         image_size=cfg.image_size,
         nan_policy=cfg.get("nan_policy", "stop"),
+        backbone_lr_scale=cfg.get("backbone_lr_scale", 1.0),
         flip_test=cfg.get("flip_test", False),
         refine=cfg.get("refine", False),
         refine_margin=cfg.get("refine_margin", DEFAULT_MARGIN),

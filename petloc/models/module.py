@@ -47,6 +47,7 @@ class PetLocModule(L.LightningModule):
         flip_test: bool = False,
         refine: bool = False,
         refine_margin: float = DEFAULT_MARGIN,
+        backbone_lr_scale: float = 1.0,
     ) -> None:
         super().__init__()
         # Only plain values go into the checkpoint's hyper-parameters, so checkpoints load with
@@ -196,7 +197,7 @@ class PetLocModule(L.LightningModule):
         self.log("val/iou", values.pop("val/iou"), prog_bar=True)
         self.log_dict(values)
         if not self.trainer.sanity_checking and self.trainer.optimizers:
-            self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+            self.log("lr", self.trainer.optimizers[0].param_groups[-1]["lr"])  # the head's
         for metric in (self.val_loss, self.val_metrics, self.val_baseline):
             metric.reset()
         grid = getattr(self, "_image_grid", None)
@@ -209,7 +210,12 @@ class PetLocModule(L.LightningModule):
 
     # ---- optimization ----------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(params=self.parameters())
+        # Two groups: a pretrained backbone is fine-tuned at backbone_lr_scale x the head's rate.
+        head = [p for name, p in self.named_parameters() if not name.startswith("backbone.")]
+        optimizer = self.optimizer_factory(
+            params=[{"params": list(self.backbone.parameters())}, {"params": head}]
+        )
+        optimizer.param_groups[0]["lr"] *= self.hparams.backbone_lr_scale
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer=optimizer)

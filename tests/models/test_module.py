@@ -320,3 +320,15 @@ def test_flip_test_makes_predictions_mirror_with_the_image(head: str) -> None:
     if head != "center":  # global heads: the mean of the two views' boxes
         torch.testing.assert_close(a["box"], (p["box"] + mirrored(q["box"])) / 2, rtol=0, atol=1e-6)
     assert_training_unaffected(tta, plain, images)
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.1])
+def test_the_backbone_learns_at_its_share_of_the_rate(scale: float) -> None:
+    """Fine-tuning: two parameter groups, the backbone's at backbone_lr_scale x optimizer.lr."""
+    module = make_module()
+    module.hparams.backbone_lr_scale = scale
+    optimizer = module.configure_optimizers()
+    backbone, head = optimizer.param_groups
+    assert {id(p) for p in backbone["params"]} == {id(p) for p in module.backbone.parameters()}
+    assert len(backbone["params"]) + len(head["params"]) == len(list(module.parameters()))
+    assert head["lr"] == pytest.approx(0.1) and backbone["lr"] == pytest.approx(0.1 * scale)
