@@ -18,7 +18,12 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from petloc import CONFIG_DIR
 
 REPO = Path(__file__).resolve().parent.parent
-OXFORD_SAMPLE = Path(os.environ.get("PETLOC_OXFORD_SAMPLE", REPO.parent / "shared/data/oxford-pets-sample"))
+SHARED = REPO.parent / "shared"
+OXFORD_SAMPLE = Path(os.environ.get("PETLOC_OXFORD_SAMPLE", SHARED / "data/oxford-pets-sample"))
+RACCOON = SHARED / "data" / "raccoon"
+IMAGENET_WEIGHTS = Path(
+    os.environ.get("PETLOC_IMAGENET_WEIGHTS", SHARED / "weights/mobilenetv2_100_in1k.safetensors")
+)
 # The console script of this environment, for tests that run training as a user does.
 PETLOC_TRAIN = Path(sys.executable).with_name("petloc-train")
 
@@ -30,15 +35,33 @@ def event_scalars(path: Path) -> dict[str, list[tuple[int, float]]]:
     return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
-@pytest.fixture(scope="session")
-def oxford_sample() -> Path:
-    """The shared real sample; skipped on a user's machine without it, a failure in CI."""
-    if not (OXFORD_SAMPLE / "annotations" / "list.txt").is_file():
-        message = f"real Oxford sample not found at {OXFORD_SAMPLE} (set PETLOC_OXFORD_SAMPLE)"
+def require_shared(path: Path, marker: Path, what: str) -> Path:
+    """``path`` when ``marker`` exists: shared real data is skipped on a user's machine without it
+    (saying where it was looked for) and a failure in CI, which must have ../shared beside the checkout."""
+    if not marker.is_file():
+        message = f"{what} not found at {marker}"
         if os.environ.get("CI") == "true":
             pytest.fail(f"{message}: CI must have ../shared beside the checkout")
         pytest.skip(message)
-    return OXFORD_SAMPLE
+    return path
+
+
+@pytest.fixture(scope="session")
+def oxford_sample() -> Path:
+    """The shared real Oxford sample (PETLOC_OXFORD_SAMPLE moves it)."""
+    return require_shared(OXFORD_SAMPLE, OXFORD_SAMPLE / "annotations" / "list.txt", "real Oxford sample")
+
+
+@pytest.fixture(scope="session")
+def raccoon() -> Path:
+    """The shared raccoon dataset: a plain VOC folder and its CSV export."""
+    return require_shared(RACCOON, RACCOON / "raccoon_labels.csv", "raccoon dataset")
+
+
+@pytest.fixture(scope="session")
+def imagenet_weights() -> Path:
+    """The shared ImageNet weights of timm's mobilenetv2_100 (PETLOC_IMAGENET_WEIGHTS moves them)."""
+    return require_shared(IMAGENET_WEIGHTS, IMAGENET_WEIGHTS, "ImageNet weights")
 
 
 @pytest.fixture(scope="session")

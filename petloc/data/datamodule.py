@@ -28,7 +28,7 @@ from petloc.data.augment import (
 )
 from petloc.data.cache import DecodedImages, build_decode_cache
 from petloc.data.formats import read_dataset
-from petloc.data.records import MultiObject, Record, RecordSet
+from petloc.data.records import DatasetError, MultiObject, Record, RecordSet
 from petloc.data.split import SplitMode, split_records
 
 log = logging.getLogger(__name__)
@@ -187,6 +187,17 @@ class LocalizationDataModule(L.LightningDataModule):
                 f"{dataset.format}) has {sorted(dataset.label_sets) or 'no class labels'}: use mode=box"
                 + (" or mode=class" if "class" in dataset.label_sets else "")
             )
+        if self.label_set is not None:
+            # a class-aware mode needs every image's class: an image without one is left out, named
+            unlabeled = [r for r in dataset.records if self.label_set not in r.labels]
+            for r in unlabeled:
+                dataset.report.add("malformed_entry", str(r.path), f"no {self.label_set} label for this mode")
+            dataset.records = [r for r in dataset.records if self.label_set in r.labels]
+            if not dataset.records:
+                raise DatasetError(
+                    f"no image of {self.root} has a {self.label_set!r} label: use mode=box\n"
+                    f"{dataset.report.format_text()}"
+                )
         cache, usable = build_decode_cache(dataset.records, self.max_side, self.cache_dir, dataset.report)
         dataset.records = usable
         self.train_records, self.val_records, how = split_records(

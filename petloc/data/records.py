@@ -208,14 +208,20 @@ def normalize_box(box: Box, width: float, height: float) -> tuple[Box, bool] | N
     return clip_normalized((x0, y0, x1, y1))
 
 
+# How far outside the image a normalized coordinate may reach before the clip is reported: text
+# formats round (a YOLO centre and size written to 6-9 decimals put an edge at 1.0000000001).
+CLIP_TOLERANCE = 1e-6
+
+
 def clip_normalized(box: Box) -> tuple[Box, bool] | None:
-    """A normalized box clipped to [0, 1]; None when not finite, inverted or outside (see above)."""
+    """A normalized box clipped to [0, 1], and whether it reached out by more than rounding; None
+    when not finite, inverted or outside (see above)."""
     if not all(math.isfinite(v) for v in box) or box[2] <= box[0] or box[3] <= box[1]:
         return None
     clipped = (max(box[0], 0.0), max(box[1], 0.0), min(box[2], 1.0), min(box[3], 1.0))
     if clipped[2] - clipped[0] <= 0 or clipped[3] - clipped[1] <= 0:
         return None
-    return clipped, clipped != box
+    return clipped, max(abs(a - b) for a, b in zip(clipped, box, strict=True)) > CLIP_TOLERANCE
 
 
 def voc_pixels_to_edges(values: Iterable[float]) -> tuple[Box, bool]:

@@ -7,6 +7,7 @@ the same seed (or with a worker process) for reproducibility.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import lightning as L
 import pytest
 import torch
 import yaml
+from PIL import Image
 
 from petloc import CONFIG_DIR
 from petloc.data.augment import MAX_BOXES
@@ -180,3 +182,42 @@ def test_set_mosaic_reaches_a_running_loader_worker(make_dm: Callable[..., Local
     assert not any(batch["mosaic"].any() for batch in loader)
     dm.set_mosaic(True)
     assert next(iter(loader))["mosaic"].float().mean() > 0.9
+
+
+def test_a_class_mode_leaves_out_and_names_images_without_a_class(tmp_path: Path) -> None:
+    """A COCO annotation without category_id has no class: mode=class must not meet it mid-epoch."""
+    images = tmp_path / "images"
+    images.mkdir()
+    entries, annotations = [], []
+    for i in range(4):
+        Image.new("RGB", (80, 60), (40 * i, 90, 120)).save(images / f"im{i}.jpg")
+        entries.append({"id": i, "file_name": f"im{i}.jpg", "width": 80, "height": 60})
+        annotation = {"id": i, "image_id": i, "bbox": [10, 5, 40, 30], "iscrowd": 0}
+        if i != 2:
+            annotation["category_id"] = 1 + i % 2
+        annotations.append(annotation)
+    categories = [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]
+    document = {"images": entries, "annotations": annotations, "categories": categories}
+    (tmp_path / "annotations.json").write_text(json.dumps(document))
+
+    def make(label_set: str | None) -> LocalizationDataModule:
+        dm = LocalizationDataModule(
+            root=str(tmp_path),
+            format="coco",
+            label_set=label_set,
+            image_size=32,
+            val_fraction=0.5,
+            cache_dir=str(tmp_path / "cache"),
+            num_workers=0,
+            augment=None,
+        )
+        dm.setup("fit")
+        return dm
+
+    boxed = make(None)
+    assert len(boxed.train_records) + len(boxed.val_records) == 4
+    classed = make("class")
+    assert sorted(r.path.stem for r in classed.train_records + classed.val_records) == ["im0", "im1", "im3"]
+    (entry,) = classed.dataset.report.problems["malformed_entry"]
+    assert "im2.jpg" in entry and "no class label" in entry
+    assert classed.class_names == ["a", "b"]

@@ -53,13 +53,6 @@ def pair(root: Path, image_rel: str, label_rel: str | None, lines: str) -> None:
         text(root / label_rel, lines)
 
 
-@pytest.fixture(autouse=True)
-def _registered_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    """detect_format walks DETECTION_ORDER; while a sibling reader is still unregistered, skip it."""
-    order = tuple(n for n in formats.DETECTION_ORDER if n in formats.FORMATS)
-    monkeypatch.setattr(formats, "DETECTION_ORDER", order)
-
-
 def by_id(rs: RecordSet) -> dict[str, Record]:
     return {r.image_id: r for r in rs.records}
 
@@ -254,9 +247,12 @@ def test_out_of_range_values_are_invalid_and_corners_are_clipped(tmp_path: Path)
     pair(root, "b.jpg", "b.txt", "0 0.9 0.5 0.4 0.2\n")
     # zero width
     pair(root, "c.jpg", "c.txt", "0 0.5 0.5 0 0.2\n")
+    # an edge at 1 + 1e-9: rounding of the written decimals, clipped without a report
+    pair(root, "d.jpg", "d.txt", "0 0.900000001 0.5 0.2 0.2\n")
     rs = read_dataset(root, "yolo")
     recs = by_id(rs)
-    assert set(recs) == {"a", "b"}
+    assert set(recs) == {"a", "b", "d"}
+    assert recs["d"].box[2] == 1.0
     assert_box(recs["a"].box, (0.375, 0.25, 0.625, 0.75))
     assert_box(recs["b"].box, (0.7, 0.4, 1.0, 0.6))
     invalid = rs.report.problems["invalid_box"]

@@ -40,24 +40,10 @@ from petloc.cli.evaluate import evaluate
 from petloc.cli.predict import predict
 from petloc.models.backbone import PretrainedWeightsError, create_backbone, pretrained_alphas
 from petloc.train import train
-from tests.conftest import REPO, event_scalars
+from tests.conftest import event_scalars
 
-IMAGENET_WEIGHTS = Path(
-    os.environ.get("PETLOC_IMAGENET_WEIGHTS", REPO.parent / "shared/weights/mobilenetv2_100_in1k.safetensors")
-)
 # A made-up commit of the hub repository: the cache only needs refs/main to name a snapshot folder.
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
-
-
-@pytest.fixture(scope="session")
-def imagenet_weights() -> Path:
-    """The shared ImageNet weights file; skipped on a user's machine without it, a failure in CI."""
-    if not IMAGENET_WEIGHTS.is_file():
-        message = f"ImageNet weights not found at {IMAGENET_WEIGHTS} (set PETLOC_IMAGENET_WEIGHTS)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{message}: CI must have ../shared beside the checkout")
-        pytest.skip(message)
-    return IMAGENET_WEIGHTS
 
 
 @pytest.fixture(scope="module")
