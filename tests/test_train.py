@@ -162,3 +162,21 @@ def test_train_starts_from_init_from(
         metrics = train(make_cfg(*FAST, f"init_from={trained_run.best}"))
     assert metrics["global_step"] == 1
     assert f"init_from={trained_run.best}:" in caplog.text and "classifier.weight" in caplog.text
+
+
+def test_the_plateau_schedule_steps_only_after_validating_epochs(make_cfg: Callable[..., DictConfig]) -> None:
+    """Validation every second epoch (the default): the plateau schedule must not ask for a val/iou
+    after an epoch that did not validate (it raised MisconfigurationException at epoch 1)."""
+    cfg = make_cfg(
+        "scheduler=plateau",
+        "alpha=0.25",
+        "data.synthetic.n=48",
+        "data.batch_size=8",
+        "trainer.max_epochs=4",
+        "trainer.max_time=null",
+        "trainer.check_val_every_n_epoch=2",
+        "trainer.enable_progress_bar=false",
+        *SMALL,
+    )
+    metrics = train(cfg)
+    assert metrics["epochs"] == 4 and 0 <= metrics["val/iou"] <= 1

@@ -222,7 +222,13 @@ class PetLocModule(L.LightningModule):
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             return {
                 "optimizer": optimizer,
-                "lr_scheduler": {"scheduler": scheduler, "monitor": "val/iou", "interval": "epoch"},
+                # stepped only after the epochs that validate, the ones that have a val/iou to watch
+                "lr_scheduler": {
+                    "scheduler": scheduler,
+                    "monitor": "val/iou",
+                    "interval": "epoch",
+                    "frequency": self.trainer.check_val_every_n_epoch or 1,
+                },
             }
         if isinstance(scheduler, BudgetCosineLR):
             scheduler.bind(self.training_progress)
