@@ -3,9 +3,13 @@ accessors. Oracles stay independent of petloc: images are written with PIL, XMLs
 
 from __future__ import annotations
 
+import contextlib
 import io
+import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 from PIL import Image
@@ -92,3 +96,20 @@ def kinds(report: DataReport) -> set[str]:
 def expected_box(box: Box, width: int, height: int) -> Box:
     """The documented normalization, written out: ((xmin-1)/W, (ymin-1)/H, xmax/W, ymax/H)."""
     return ((box[0] - 1) / width, (box[1] - 1) / height, box[2] / width, box[3] / height)
+
+
+def run_export(checkpoint: Path, folder: Path) -> tuple[Path, dict, list[str]]:
+    """``petloc-export`` through its console entry, as a user runs it: (ONNX file in ``folder``, the
+    JSON report it prints last, every printed line)."""
+    from petloc.cli.export import main
+
+    onnx_path = folder / "model.onnx"
+    argv = ["petloc-export", f"ckpt_path={checkpoint}", f"output={onnx_path}", "latency_runs=10"]
+    printed = io.StringIO()
+    with (
+        mock.patch.object(sys, "argv", [*argv, f"hydra.run.dir={folder / 'run'}"]),
+        contextlib.redirect_stdout(printed),
+    ):
+        main()
+    lines = printed.getvalue().splitlines()
+    return onnx_path, json.loads(lines[-1]), lines

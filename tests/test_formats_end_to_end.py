@@ -18,17 +18,11 @@ from omegaconf import DictConfig
 from petloc.cli.data import main as data_main
 from petloc.cli.evaluate import evaluate
 from petloc.cli.predict import predict
+from petloc.data.synthetic import SYNTHETIC_BREEDS
 from petloc.data.writers import WRITERS
 from petloc.train import train
 
-BREEDS = {
-    "Abyssinian_synth",
-    "Bengal_synth",
-    "Siamese_synth",
-    "beagle_synth",
-    "dalmatian_synth",
-    "labrador_synth",
-}
+BREEDS = {name for name, _ in SYNTHETIC_BREEDS}  # the generator's six breeds: the class names
 RUN = (
     "mode=class",
     "alpha=0.25",

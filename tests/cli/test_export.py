@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 import onnxruntime as ort
@@ -16,9 +11,10 @@ import pytest
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from petloc.cli.export import OnnxMismatchError, check_onnx, load_check_images, main
+from petloc.cli.export import OnnxMismatchError, check_onnx, load_check_images
 from petloc.inference import ImageReader, InferenceModel, load_model
 from tests import test_inference
+from tests.helpers import run_export
 from tests.test_inference import TrainedRun
 
 # The session's one trained checkpoint (tests/test_inference.py), shared rather than retrained.
@@ -28,18 +24,9 @@ trained_run = test_inference.trained_run
 @pytest.fixture(scope="module")
 def exported(trained_run: TrainedRun, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     """Run the console entry once: (ONNX file, the JSON report it printed last)."""
-    tmp = tmp_path_factory.mktemp("export")
-    onnx_path = tmp / "model.onnx"
-    argv = ["petloc-export", f"ckpt_path={trained_run.best}", f"output={onnx_path}", "latency_runs=10"]
-    printed = io.StringIO()
-    with (
-        mock.patch.object(sys, "argv", [*argv, f"hydra.run.dir={tmp / 'run'}"]),
-        contextlib.redirect_stdout(printed),
-    ):
-        main()
-    lines = printed.getvalue().splitlines()
+    onnx_path, report, lines = run_export(trained_run.best, tmp_path_factory.mktemp("export"))
     assert any("median latency: PyTorch" in line and "onnxruntime" in line for line in lines)
-    return onnx_path, json.loads(lines[-1])
+    return onnx_path, report
 
 
 def test_export_reports_the_check_and_both_latencies(exported: tuple[Path, dict]) -> None:

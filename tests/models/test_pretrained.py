@@ -11,18 +11,14 @@ timm's real download code runs and finds it there, as it finds a file a past dow
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import hashlib
-import io
 import json
 import os
 import shutil
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from unittest import mock
 
 import huggingface_hub
 import huggingface_hub.constants
@@ -35,12 +31,12 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from petloc import CONFIG_DIR
-from petloc.cli import export
 from petloc.cli.evaluate import evaluate
 from petloc.cli.predict import predict
 from petloc.models.backbone import PretrainedWeightsError, create_backbone, pretrained_alphas
 from petloc.train import train
 from tests.conftest import event_scalars
+from tests.helpers import run_export
 
 # A made-up commit of the hub repository: the cache only needs refs/main to name a snapshot folder.
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -309,15 +305,7 @@ def test_export_passes_the_onnx_parity_check_at_the_default_tolerance(
     """Oracle: onnxruntime against PyTorch on the run's real images, through petloc-export's own check
     (it raises above ``atol``); ``atol`` is left at conf/export.yaml's default."""
     default_atol = OmegaConf.load(CONFIG_DIR / "export.yaml").atol
-    onnx_path = tmp_path / "model.onnx"
-    argv = ["petloc-export", f"ckpt_path={finetuned.best}", f"output={onnx_path}", "latency_runs=10"]
-    printed = io.StringIO()
-    with (
-        mock.patch.object(sys, "argv", [*argv, f"hydra.run.dir={tmp_path / 'run'}"]),
-        contextlib.redirect_stdout(printed),
-    ):
-        export.main()
-    report = json.loads(printed.getvalue().splitlines()[-1])
+    onnx_path, report, _ = run_export(finetuned.best, tmp_path)
     assert onnx_path.is_file()
     assert report["outputs"] == ["box", "score"]  # box mode: no class probabilities
     assert report["n_check_images"] == 8  # the trained dataset's images, not noise
