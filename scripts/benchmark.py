@@ -2,7 +2,7 @@
 
     python scripts/benchmark.py [hydra overrides]     # e.g. alpha=1.0 image_size=224
 
-Prints one JSON object (names from INTERFACE.md):
+Prints one JSON object (the names BENCHMARKS.md records its figures under):
 - ``model_train_ips``: images/s of Lightning training steps on one real batch held in memory
   (forward + backward + optimizer step, no data loading): the ceiling;
 - ``e2e_train_ips``: images/s of the same Lightning steps fed by the real DataModule (real images,

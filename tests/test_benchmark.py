@@ -1,6 +1,6 @@
 """Smoke test of ``scripts/benchmark.py`` at tiny sizes, so the benchmark cannot rot unnoticed.
 
-Only the wiring and the JSON contract are checked (names of INTERFACE.md, consistent figures): speed
+Only the wiring and the JSON contract are checked (the names BENCHMARKS.md uses, consistent figures): speed
 is never asserted in tests; the figures are recorded in BENCHMARKS.md.
 """
 

@@ -345,7 +345,7 @@ def test_submitit_local_jobs_run_with_their_cpus_per_task(
     "launcher",
     [
         ("hydra/launcher=slurm",),
-        # the plugin's own launcher, as INTERFACE.md names it, with the preset's values given explicitly
+        # the plugin's own launcher (README.md, docs/sweeps.md), with the preset's values given explicitly
         (
             "hydra/launcher=submitit_slurm",
             "hydra.launcher.gpus_per_node=2",

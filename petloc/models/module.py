@@ -11,6 +11,7 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import Timer
 from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
@@ -237,9 +238,11 @@ class PetLocModule(L.LightningModule):
         total = self._total_steps
         if math.isfinite(total) and total > 0:
             shares.append(trainer.global_step / total)
-        timer = next((c for c in trainer.callbacks if type(c).__name__ == "Timer"), None)
-        if timer is not None and timer._duration is not None:
-            shares.append(timer.time_elapsed("train") / timer._duration)
+        timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)  # trainer.max_time's
+        remaining = timer.time_remaining("train") if timer is not None else None
+        if remaining is not None:
+            elapsed = timer.time_elapsed("train")
+            shares.append(elapsed / max(elapsed + remaining, 1e-9))
         return min(max(shares, default=0.0), 1.0)
 
 

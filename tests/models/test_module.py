@@ -7,13 +7,16 @@ the same predictions, and the schedule against the closed-form warm-up + cosine 
 from __future__ import annotations
 
 import math
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import Timer
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from torchvision.ops import box_area, box_iou
@@ -287,6 +290,26 @@ def test_budget_cosine_state_survives_a_weights_only_checkpoint(tmp_path: Path) 
     restored.load_state_dict(torch.load(path, weights_only=True))
     assert restored.last_epoch == 3
     assert math.isclose(restored.get_last_lr()[0], scheduler.get_last_lr()[0])
+
+
+def test_progress_is_the_share_of_the_closer_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Steps and trainer.max_time's Timer (read through its public time_elapsed/time_remaining): the
+    schedule follows whichever budget is used up more."""
+    clock = {"now": 1000.0}
+    monkeypatch.setattr("lightning.pytorch.callbacks.timer.time.monotonic", lambda: clock["now"])
+    module = make_module()
+    timer = Timer(duration=timedelta(seconds=100))
+    trainer = SimpleNamespace(estimated_stepping_batches=40, global_step=0, callbacks=[timer])
+    module.trainer = trainer  # type: ignore[assignment]
+    timer.on_train_start(trainer, module)  # type: ignore[arg-type]
+    clock["now"] += 25
+    assert module.training_progress() == pytest.approx(0.25)  # a quarter of the time, no step yet
+    trainer.global_step = 20
+    assert module.training_progress() == pytest.approx(0.5)  # half the steps
+    clock["now"] += 100
+    assert module.training_progress() == 1.0  # past max_time: capped
+    trainer.callbacks = []  # no max_time: steps only
+    assert module.training_progress() == pytest.approx(0.5)
 
 
 def assert_training_unaffected(module: PetLocModule, plain: PetLocModule, images: Tensor) -> None:
