@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torchvision.ops import box_iou
 
 from petloc import CONFIG_DIR
 from petloc.inference import CheckpointMismatchError
@@ -116,6 +118,23 @@ def test_checkpoints_load_with_weights_only(short_run: tuple[dict[str, float], P
     state = next(v for k, v in best["callbacks"].items() if k.startswith("ModelCheckpoint"))
     assert state["monitor"] == "val/iou"
     assert float(state["best_model_score"]) == pytest.approx(metrics["val/iou_best"])
+
+
+def test_the_mean_box_baseline_is_the_training_sets_mean_box(
+    short_run: tuple[dict[str, float], Path],
+) -> None:
+    """val/iou_mean_box: the coordinate-wise mean of the run's training boxes, predicted for every
+    validation image, scored with torchvision's IoU (the run's split rebuilt from its checkpoint)."""
+    metrics, output = short_run
+    config = torch.load(output / "checkpoints" / "last.ckpt", weights_only=True)["petloc_config"]
+    datamodule = instantiate(OmegaConf.create(config).data)
+    datamodule.setup("fit")
+    train_boxes = torch.tensor([r.box for r in datamodule.train_records], dtype=torch.float64)
+    val_boxes = torch.tensor([r.box for r in datamodule.val_records], dtype=torch.float64)
+    expected = box_iou(train_boxes.mean(dim=0, keepdim=True), val_boxes)[0].mean()
+    assert metrics["val/iou_mean_box"] == pytest.approx(float(expected), abs=1e-5)
+    with pytest.raises(ValueError, match="no training records"):
+        instantiate(OmegaConf.create(config).data).train_mean_box()  # before setup()
 
 
 def test_init_from_copies_the_network_and_nothing_of_the_run(

@@ -204,7 +204,12 @@ class LocalizationDataModule(L.LightningDataModule):
         return list(self.dataset.label_sets[self.label_set]) if self.label_set is not None else []
 
     def train_mean_box(self) -> torch.Tensor:
-        """The training set's mean box: the constant-box baseline logged as val/iou_mean_box."""
+        """The training set's mean box [4]: the trivial "no localization" baseline, predicted for every
+        validation image and logged as val/iou_mean_box. A model that does not clearly beat it has learnt
+        the dataset's framing bias, not where the object is. The coordinate-wise mean of valid xyxy
+        boxes is itself a valid box (each mean x0 is below the mean x1), so it is scored like a model."""
+        if not self.train_records:
+            raise ValueError("no training records: call setup() first (or the split left none to train on)")
         return torch.tensor([r.box for r in self.train_records], dtype=torch.float32).mean(dim=0)
 
     def _loader(self, records: list[Record], train: bool) -> DataLoader:
