@@ -5,7 +5,7 @@ from __future__ import annotations
 from hydra.utils import get_class
 from omegaconf import DictConfig
 
-from petloc.models.backbone import BACKBONES
+from petloc.models.backbone import BACKBONES, check_alpha, check_image_size
 from petloc.models.refine import DEFAULT_MARGIN
 
 MODES = ("box", "class", "species", "breed")
@@ -16,14 +16,11 @@ class ConfigError(ValueError):
 
 
 def validate_config(cfg: DictConfig) -> None:
-    alpha = cfg.get("alpha")
-    if not isinstance(alpha, (int, float)) or alpha <= 0:
-        raise ConfigError(
-            f"alpha={alpha!r}: the backbone width multiplier must be a number > 0 (e.g. 0.25, 0.5, 1.0)"
-        )
-    size = cfg.get("image_size")
-    if not isinstance(size, int) or size < 32 or size % 32:
-        raise ConfigError(f"image_size={size!r}: must be a positive multiple of 32 (e.g. 96, 128, 160, 224)")
+    try:  # the rules live with the backbone, which create_backbone applies too
+        check_alpha(cfg.get("alpha"))
+        check_image_size(cfg.get("image_size"))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
     if cfg.mode.name not in MODES:
         raise ConfigError(f"mode.name={cfg.mode.name!r}: allowed values are {list(MODES)}")
     if cfg.backbone.name not in BACKBONES:

@@ -116,7 +116,8 @@ class LocalizationDataModule(L.LightningDataModule):
 
     ``format`` names the reader (``auto`` detects it) and ``options`` are that reader's own keys;
     ``label_set`` is the label set the mode trains (``class``; ``species`` for Oxford pets; None:
-    box only).
+    box only). ``image_size`` is the network's input side, validated with the config
+    (:func:`petloc.models.backbone.check_image_size`).
     """
 
     def __init__(
@@ -139,8 +140,6 @@ class LocalizationDataModule(L.LightningDataModule):
         persistent_workers: bool = True,
     ) -> None:
         super().__init__()
-        if image_size % 32:
-            raise ValueError(f"image_size must be a multiple of 32, got {image_size}")
         if not 0 < val_fraction <= 1:
             raise ValueError(f"data.val_fraction={val_fraction!r}: must be in (0, 1]")
         self.root = Path(root).expanduser()
