@@ -17,11 +17,11 @@ from omegaconf import DictConfig, OmegaConf
 from torchvision.ops import box_iou
 
 from petloc import CONFIG_DIR
-from petloc.inference import CheckpointMismatchError
-from petloc.models.factory import build_module
+from petloc.checkpoint import CheckpointMismatchError
+from petloc.models.module import PetLocModule
 from petloc.train import init_weights, train
 from tests.conftest import event_scalars
-from tests.test_inference import TrainedRun, trained_run  # noqa: F401 (the shared tiny checkpoint)
+from tests.helpers import TrainedRun
 
 # Small and single-process: the CI machine may be busy, and workers only add start-up time here.
 SMALL = ("image_size=64", "data.num_workers=0")
@@ -138,13 +138,13 @@ def test_the_mean_box_baseline_is_the_training_sets_mean_box(
 
 
 def test_init_from_copies_the_network_and_nothing_of_the_run(
-    trained_run: TrainedRun,  # noqa: F811
+    trained_run: TrainedRun,
     make_cfg: Callable[..., DictConfig],
 ) -> None:
     """A box-only run started from the tiny species checkpoint: every backbone and head tensor (BN
     statistics included) comes from the file, the species classifier is left out, and the run's own
     state (best val/iou so far, the mean-box baseline) stays fresh."""
-    model = build_module(make_cfg("alpha=0.25", "image_size=64", "mode=box"))
+    model = PetLocModule(make_cfg("alpha=0.25", "image_size=64", "mode=box"))
     fresh = {k: v.clone() for k, v in model.state_dict().items()}
     stored = torch.load(trained_run.best, map_location="cpu", weights_only=True)["state_dict"]
     assert "classifier.weight" in stored and float(stored["val_iou_best.max_value"]) > 0
@@ -161,10 +161,10 @@ def test_init_from_copies_the_network_and_nothing_of_the_run(
 
 
 def test_init_from_another_architecture_names_both(
-    trained_run: TrainedRun,  # noqa: F811
+    trained_run: TrainedRun,
     make_cfg: Callable[..., DictConfig],
 ) -> None:
-    model = build_module(make_cfg("alpha=0.5", "image_size=64"))
+    model = PetLocModule(make_cfg("alpha=0.5", "image_size=64"))
     with pytest.raises(CheckpointMismatchError) as error:
         init_weights(model, str(trained_run.best))
     message = str(error.value)
@@ -174,7 +174,7 @@ def test_init_from_another_architecture_names_both(
 
 
 def test_train_starts_from_init_from(
-    trained_run: TrainedRun,  # noqa: F811
+    trained_run: TrainedRun,
     make_cfg: Callable[..., DictConfig],
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -28,6 +28,7 @@ from petloc.data.augment import (
 )
 from petloc.data.cache import DecodedImages, build_decode_cache
 from petloc.data.formats import read_dataset
+from petloc.data.images import ImageReader
 from petloc.data.records import MultiObject, Record, RecordSet
 from petloc.data.split import SplitMode, split_records
 
@@ -201,6 +202,11 @@ class LocalizationDataModule(L.LightningDataModule):
         """The names of the mode's classes (empty in box mode)."""
         assert self.dataset is not None, "call setup() first"
         return list(self.dataset.label_sets[self.label_set]) if self.label_set is not None else []
+
+    def image_reader(self) -> ImageReader:
+        """Reads an image file as this datamodule's validation loader delivers it (no file is touched
+        here: the sizes come from the config), for eval's, predict's and export's new images."""
+        return ImageReader(self.image_size, self.max_side)
 
     def train_mean_box(self) -> torch.Tensor:
         """The training set's mean box [4]: the trivial "no localization" baseline, predicted for every

@@ -18,11 +18,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from petloc.cli.evaluate import evaluate
-from tests import test_inference
-from tests.test_inference import TrainedRun
-
-# The session's one trained checkpoint (tests/test_inference.py), shared rather than retrained.
-trained_run = test_inference.trained_run
+from tests.helpers import TrainedRun  # the session's trained_run fixture (tests/conftest.py)
 
 METRICS = {"val/iou", "val/acc50", "val/acc75", "val/iou_pooled", "val/iou_mean_box", "val/cls_acc"}
 

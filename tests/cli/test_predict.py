@@ -12,17 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig
 from PIL import Image
 
+from petloc.checkpoint import load_model
 from petloc.cli.predict import main, predict
 from petloc.data.formats import read_dataset
-from petloc.inference import ImageReader, load_model, to_voc_pixels
-from tests import test_inference
-from tests.test_inference import TrainedRun
-
-# The session's one trained checkpoint (tests/test_inference.py), shared rather than retrained.
-trained_run = test_inference.trained_run
+from petloc.data.records import to_voc_pixels
+from tests.helpers import TrainedRun  # the session's trained_run fixture (tests/conftest.py)
 
 # A GIF and an RGBA PNG named .jpg, a big JPEG and a 299x299 one: all sizes and formats of the sample.
 SAMPLE_IMAGES = ["Abyssinian_34.jpg", "Abyssinian_5.jpg", "Abyssinian_1.jpg", "Bengal_105.jpg"]
@@ -83,7 +81,7 @@ def test_predict_folder_writes_pixel_boxes_and_skips_unreadable_files(
     assert "truncated.jpg" in printed and "not_an_image.png" in printed and "notes.txt" not in printed
 
     module, cfg = load_model(trained_run.best)
-    reader = ImageReader(cfg.data)
+    reader = instantiate(cfg.data).image_reader()
     for row in rows:
         with Image.open(folder / row["image"]) as im:
             width, height = im.size
