@@ -32,7 +32,8 @@ from joblib import cpu_count
 from petloc import CONFIG_DIR
 from petloc.cli.compare import compare_runs, plot_iou_curves
 from petloc.train import cpu_budget, limit_cpu_use
-from tests.cli.test_tensorboard_server import (
+from tests.rendezvous import ENV_VAR
+from tests.sweep_helpers import (
     get_json,
     hparams_sessions,
     tensorboard_run_names,
@@ -40,7 +41,6 @@ from tests.cli.test_tensorboard_server import (
     wait_for,
     wait_for_scalar_tags,
 )
-from tests.rendezvous import ENV_VAR
 
 BIN = Path(sys.executable).parent
 PETLOC_TRAIN = BIN / "petloc-train"
