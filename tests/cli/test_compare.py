@@ -165,6 +165,18 @@ def test_resumed_run_keeps_the_later_value_of_a_repeated_epoch(tmp_path: Path) -
     assert (run.best_iou, run.best_epoch) == (0.625, 4)
 
 
+def test_a_resumed_run_is_read_in_logging_order_whatever_its_files_are_named(tmp_path: Path) -> None:
+    """The resumed part's event file written first (its name sorts first) but logged later: the
+    values logged later still win."""
+    run_dir = tmp_path / "run"
+    write_run(run_dir, FakeRun({2: 0.4375, 3: 0.5, 4: 0.625}, n_epochs=5, first_wall_time=T0 + 1000))
+    write_run(run_dir, FakeRun({0: 0.25, 1: 0.375, 2: 0.5, 3: 0.75}))
+
+    (run,) = compare_runs([run_dir])
+
+    assert run.iou_curve == [(0, 0.25), (1, 0.375), (2, 0.4375), (3, 0.5), (4, 0.625)]
+
+
 def test_several_dirs_get_distinct_names_and_labels(tmp_path: Path) -> None:
     first = write_fake_sweep(
         tmp_path / "sweep_a", {"alpha=0.5": FakeRun({0: 0.5}), "alpha=1.0": FakeRun({0: 0.375})}
