@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO
 
 FIGURES = (
@@ -26,6 +28,7 @@ FIGURES = (
 )
 
 
+@pytest.mark.slow
 def test_benchmark_prints_every_figure_for_the_config_it_measured(tmp_path: Path, cache_dir: Path) -> None:
     n, batch = 40, 8
     command = [

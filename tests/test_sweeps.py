@@ -341,6 +341,7 @@ def test_submitit_local_jobs_run_with_their_cpus_per_task(
 # --- SLURM: the job script the launcher submits (no cluster here: a fake sbatch records it) ----------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "launcher",
     [

@@ -102,6 +102,7 @@ def test_eval_on_a_whole_folder_with_data_overrides(
         assert sheet.size == (8 * 66 + 2, 2 * 66 + 2)
 
 
+@pytest.mark.slow
 def test_console_script_writes_into_its_hydra_run_folder(
     trained_run: TrainedRun,
     tmp_path: Path,
