@@ -103,6 +103,33 @@ def test_predict_folder_writes_pixel_boxes_and_skips_unreadable_files(
         assert r > 150 and g < 100 and b < 100, (row["image"], (r, g, b))
 
 
+def test_an_oversized_image_is_a_named_skip(
+    trained_run: TrainedRun,
+    make_cfg: Callable[..., DictConfig],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """PIL refuses images of more than twice ``Image.MAX_IMAGE_PIXELS`` pixels (a decompression bomb)
+    with an error that is not an OSError; predict skips such a file by name and predicts the others.
+    The limit is lowered so a 100x100 image stands in for a bomb."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.new("RGB", (30, 24), (200, 120, 40)).save(folder / "small.png")  # 720 pixels: fine
+    Image.new("RGB", (100, 100), (200, 120, 40)).save(folder / "bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 100x100 = 10,000 > 2 x 1,000: refused
+    with pytest.raises(Image.DecompressionBombError), Image.open(folder / "bomb.png"):
+        pass
+
+    out = tmp_path / "out"
+    cfg = make_cfg(f"ckpt_path={trained_run.best}", f"input={folder}", f"output={out}", config_name="predict")
+    _, rows = read_csv(predict(cfg))
+
+    assert [row["image"] for row in rows] == ["small.png"]
+    assert "skipped, cannot decode: ['bomb.png']" in capsys.readouterr().out
+    assert [p.name for p in (out / "drawn").iterdir()] == ["small.png"]
+
+
 def test_console_entry_predicts_a_single_file(
     trained_run: TrainedRun,
     tmp_path: Path,
