@@ -1,13 +1,14 @@
 # Two commands for a fresh machine with Python >= 3.10 and make:
 #   make train   -> creates .venv if missing, installs petloc with its pinned dependencies, trains
 #   make test    -> same bootstrap, then the whole test suite (what CI runs)
+#   make test-fast -> the developer's tier: every test not marked slow (pyproject.toml's markers)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: train test lint venv clean
+.PHONY: train test test-fast lint venv clean
 
 # Re-installs only when pyproject.toml changed since the last install (idempotent, fast otherwise).
 $(STAMP): pyproject.toml
@@ -24,6 +25,10 @@ train: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# No subprocess, sweep, DDP or kill test and no training beyond the shared tiny run: minutes on 2 cores.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check petloc tests scripts

@@ -1,14 +1,14 @@
-"""Start-up validation of a composed config: wrong values fail before any work, naming the key."""
+"""Composed configs: start-up validation (wrong values fail before any work, naming the key), and a
+checkpoint's training config merged with an app's command-line changes."""
 
 from __future__ import annotations
 
 from hydra.utils import get_class
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from petloc.models.backbone import BACKBONES
-from petloc.models.refine import DEFAULT_MARGIN
-
-MODES = ("box", "class", "species", "breed")
+from petloc.models.backbone import BACKBONES, check_alpha, check_image_size
+from petloc.models.inference import InferenceOptions
+from petloc.modes import Mode
 
 
 class ConfigError(ValueError):
@@ -16,16 +16,15 @@ class ConfigError(ValueError):
 
 
 def validate_config(cfg: DictConfig) -> None:
-    alpha = cfg.get("alpha")
-    if not isinstance(alpha, (int, float)) or alpha <= 0:
-        raise ConfigError(
-            f"alpha={alpha!r}: the backbone width multiplier must be a number > 0 (e.g. 0.25, 0.5, 1.0)"
-        )
-    size = cfg.get("image_size")
-    if not isinstance(size, int) or size < 32 or size % 32:
-        raise ConfigError(f"image_size={size!r}: must be a positive multiple of 32 (e.g. 96, 128, 160, 224)")
-    if cfg.mode.name not in MODES:
-        raise ConfigError(f"mode.name={cfg.mode.name!r}: allowed values are {list(MODES)}")
+    """Every rule lives with what it is about (the backbone's width and stride, the mode, the inference
+    options); this applies them all to one config and reports the first failure as a :class:`ConfigError`."""
+    try:
+        check_alpha(cfg.get("alpha"))
+        check_image_size(cfg.get("image_size"))
+        Mode.from_config(cfg.mode)
+        InferenceOptions.from_config(cfg.get("inference"))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
     if cfg.backbone.name not in BACKBONES:
         raise ConfigError(f"backbone.name={cfg.backbone.name!r}: allowed values are {sorted(BACKBONES)}")
     if cfg.get("nan_policy", "stop") not in ("stop", "skip"):
@@ -34,12 +33,6 @@ def validate_config(cfg: DictConfig) -> None:
     if not isinstance(scale, (int, float)) or scale <= 0:
         raise ConfigError(
             f"backbone_lr_scale={scale!r}: the backbone's share of optimizer.lr must be a number > 0"
-        )
-    margin = cfg.get("refine_margin", DEFAULT_MARGIN)
-    if not isinstance(margin, (int, float)) or margin < 1:
-        raise ConfigError(
-            f"refine_margin={margin!r}: the zoom-in crop is the first box times this factor and must hold "
-            f"it: a number >= 1 (default {DEFAULT_MARGIN}), or refine=false to turn the refinement off"
         )
 
 
@@ -54,3 +47,57 @@ def validate_training_config(cfg: DictConfig) -> None:
             f"augment.mosaic={mosaic}: {head.__name__} regresses one box per image and cannot learn from "
             "a mosaic, which shows several pets; use head=center or augment.mosaic=0"
         )
+
+
+# Nodes an app's config may change in a checkpoint's: a node naming a ``_target_`` (a group chosen on
+# the command line) replaces the trained one, any other changes only its non-null keys.
+MERGED_NODES = ("backbone", "head", "data", "paths", "inference")
+# Checkpoints written before the inference options became one node kept them at the top level.
+_LEGACY_INFERENCE_KEYS = {"flip_test": "flip", "refine": "refine", "refine_margin": "refine_margin"}
+
+
+def merge_config(trained: DictConfig, overrides: DictConfig | None = None) -> DictConfig:
+    """The checkpoint's training config with an app's command-line changes on top, resolved.
+
+    ``overrides`` is the composed config of petloc-eval/-predict/-export. ``alpha``, when not null,
+    sets the backbone's width. A node of :data:`MERGED_NODES` carrying ``_target_`` (a group chosen on
+    the command line, e.g. ``data=oxford_pets``) replaces the checkpoint's node, and its
+    interpolations (``${image_size}``, ``${seed}``, ``${augment}``) resolve against the checkpoint's
+    values, so the model still sees the input size it was trained at. Any other such node
+    (``data.root=PATH``, ``inference.refine=false``, the app's ``paths``) changes only its non-null
+    keys: null means "as trained".
+
+    ``backbone.pretrained`` is forced off: the weights come from the checkpoint, nothing is downloaded.
+    """
+    cfg = OmegaConf.create(OmegaConf.to_container(trained, resolve=True))
+    if "inference" not in cfg:
+        cfg.inference = {new: cfg.pop(old) for old, new in _LEGACY_INFERENCE_KEYS.items() if old in cfg}
+    if overrides is not None:
+        if overrides.get("alpha") is not None:
+            cfg.alpha = overrides.alpha
+            cfg.backbone.alpha = overrides.alpha
+        for group in MERGED_NODES:
+            node = overrides.get(group)
+            if node is None:
+                continue
+            values = OmegaConf.to_container(node, resolve=False)
+            assert isinstance(values, dict)
+            if "_target_" in values:
+                cfg[group] = values
+            else:
+                cfg[group] = OmegaConf.merge(cfg[group], {k: v for k, v in values.items() if v is not None})
+    OmegaConf.resolve(cfg)
+    cfg.backbone.pretrained = False
+    cfg.backbone.weights_file = None
+    validate_config(cfg)
+    return cfg
+
+
+def describe_model(cfg: DictConfig) -> str:
+    """``backbone=NAME alpha=A head=Class(k=v, ...) mode=M``: what decides the shapes of the weights."""
+    head = {k: v for k, v in OmegaConf.to_container(cfg.head).items() if not k.startswith("_")}  # type: ignore[union-attr]
+    params = ", ".join(f"{k}={v}" for k, v in head.items())
+    return (
+        f"backbone={cfg.backbone.name} alpha={cfg.backbone.alpha} "
+        f"head={cfg.head._target_.rsplit('.', 1)[-1]}({params}) mode={cfg.mode.name}"
+    )

@@ -1,4 +1,4 @@
-"""Localization metrics: paired IoU, the validation metric aggregate and the mean-box baseline.
+"""Localization metrics: paired IoU and the validation metric aggregate.
 
 Boxes are ``[B, 4]`` tensors in normalized xyxy coordinates. Row ``i`` of the predictions belongs to
 row ``i`` of the targets (one object per image), so IoU is computed pairwise in O(B) instead of the
@@ -95,33 +95,3 @@ class LocalizationMetrics(Metric):
             "acc75": self.hits75.float() / count,
             "iou_pooled": self.inter_sum / self.union_sum,
         }
-
-
-class MeanBoxBaseline:
-    """The trivial "no localization" baseline: predict the training set's mean box for every image.
-
-    Logged as ``val/iou_mean_box``; a model that does not clearly beat it has learnt the dataset's
-    framing bias, not where the pet is. The coordinate-wise mean of valid xyxy boxes is itself valid
-    (each mean ``x0`` is below the mean ``x1``), so it can be scored like any prediction.
-    """
-
-    def __init__(self, box: Tensor) -> None:
-        """Wrap an already known mean box of shape ``[4]``; use ``fit`` to compute it from data."""
-        if box.shape != (4,):
-            raise ValueError(f"expected a box of shape [4], got {tuple(box.shape)}")
-        self.box = box.float()
-
-    @classmethod
-    def fit(cls, boxes: Tensor) -> MeanBoxBaseline:
-        """Return the baseline whose box is the coordinate-wise mean of ``boxes`` (``[N, 4]``, N >= 1)."""
-        if boxes.ndim != 2 or boxes.shape[-1] != 4 or boxes.shape[0] == 0:
-            raise ValueError(f"expected a non-empty [N, 4] tensor of boxes, got shape {tuple(boxes.shape)}")
-        return cls(boxes.float().mean(dim=0))
-
-    def predict(self, n: int, device: torch.device | str | None = None) -> Tensor:
-        """Return the mean box repeated ``n`` times as ``[n, 4]``.
-
-        ``device`` lets the caller score it against targets on the accelerator without a separate copy;
-        by default the result stays where the fitted box is.
-        """
-        return self.box.to(device).expand(n, 4).clone()

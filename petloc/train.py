@@ -17,10 +17,9 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
-from petloc.config import validate_training_config
+from petloc.checkpoint import CheckpointMismatchError, config_from_checkpoint, read_checkpoint
+from petloc.config import describe_model, validate_training_config
 from petloc.data.datamodule import LocalizationDataModule
-from petloc.inference import CheckpointMismatchError, describe_model, read_checkpoint
-from petloc.models.factory import build_module, config_from_checkpoint
 from petloc.models.module import PetLocModule
 
 log = logging.getLogger(__name__)
@@ -70,7 +69,7 @@ def init_weights(model: PetLocModule, path: str) -> None:
         raise CheckpointMismatchError(
             f"init_from={path}: its weights do not fit this run's network ({len(misfit)} tensors, e.g. "
             f"{misfit[0]}).\n  checkpoint: {describe_model(config_from_checkpoint(checkpoint))}\n"
-            f"  this run:   {describe_model(OmegaConf.create(model.run_config))}"
+            f"  this run:   {describe_model(OmegaConf.create(model.config))}"
         )
     loaded = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
     model.load_state_dict(loaded, strict=False)
@@ -152,7 +151,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule.setup("fit")
     assert datamodule.dataset is not None
     print(datamodule.dataset.report.format_text())
-    model = build_module(cfg, datamodule.class_names)
+    model = PetLocModule(cfg, datamodule.class_names)
     if cfg.get("init_from"):
         init_weights(model, cfg.init_from)
 

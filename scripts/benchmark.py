@@ -2,7 +2,7 @@
 
     python scripts/benchmark.py [hydra overrides]     # e.g. alpha=1.0 image_size=224
 
-Prints one JSON object (names from INTERFACE.md):
+Prints one JSON object (the names BENCHMARKS.md records its figures under):
 - ``model_train_ips``: images/s of Lightning training steps on one real batch held in memory
   (forward + backward + optimizer step, no data loading): the ceiling;
 - ``e2e_train_ips``: images/s of the same Lightning steps fed by the real DataModule (real images,
@@ -50,7 +50,7 @@ from petloc import CONFIG_DIR
 from petloc.data.datamodule import LocalizationDataModule
 from petloc.data.formats import FORMATS
 from petloc.data.records import DataReport
-from petloc.models.factory import build_module
+from petloc.models.module import PetLocModule
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ["data=oxford_pets", f"data.root={REPO.parent / 'shared/data/oxford-pets-sample'}"]
@@ -169,14 +169,14 @@ def run(overrides: list[str], steps: int, warmup: int, repeats: int) -> dict[str
         loader_ips = measure_loader(dm, batches=steps)
 
         # model-only ceiling: the same Lightning steps on one real batch kept in memory
-        module = build_module(cfg, dm.class_names)
+        module = PetLocModule(cfg, dm.class_names)
         batch = next(iter(dm.train_dataloader()))
         timer = StepTimer()
         in_memory = DataLoader(_Repeat(batch, warmup + steps), batch_size=None)  # no collation, no workers
         _trainer(warmup + steps, timer).fit(module, train_dataloaders=in_memory)
         model_ips = timer.images_per_second(batch_size, warmup)
 
-        module = build_module(cfg, dm.class_names)
+        module = PetLocModule(cfg, dm.class_names)
         timer = StepTimer()
         _trainer(warmup + steps, timer).fit(module, datamodule=dm)
         e2e_ips = timer.images_per_second(batch_size, warmup)

@@ -1,4 +1,5 @@
-"""Shared fixtures: the real Oxford sample, composed Hydra configs, small synthetic sets."""
+"""Shared fixtures: the real Oxford sample, composed Hydra configs, small synthetic sets, the tiny trained
+run. (Shared helper functions live in tests/helpers.py and tests/sweep_helpers.py.)"""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from omegaconf import DictConfig
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from petloc import CONFIG_DIR
+from tests.helpers import TINY_RUN, TrainedRun
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
@@ -76,6 +78,20 @@ def synthetic_root(cache_dir: Path) -> Path:
     from petloc.data.synthetic import generate_synthetic_pets
 
     return generate_synthetic_pets(cache_dir / "synthetic_small", n=120, seed=0, progress=False)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> TrainedRun:
+    """One tiny checkpoint trained with petloc.train.train on the real composed config (``TINY_RUN``),
+    once per session: eval, predict, export, init_from and checkpoint tests share it."""
+    from petloc.train import train
+
+    run_dir = tmp_path_factory.mktemp("trained-run")
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        overrides = [f"paths.output_dir={run_dir}", f"paths.cache_dir={cache_dir}", *TINY_RUN]
+        cfg = compose("train", overrides=overrides)
+    train(cfg)
+    return TrainedRun(run_dir=run_dir, data_root=Path(cfg.data.root))
 
 
 @pytest.fixture

@@ -1,9 +1,16 @@
-"""Test helpers shared by several test modules: crafted datasets in the Oxford layout, and report
-accessors. Oracles stay independent of petloc: images are written with PIL, XMLs and lists as text."""
+"""Test helpers shared by several test modules (test modules import from here, never from each other):
+
+- crafted datasets in the Oxford layout and report accessors. Oracles stay independent of petloc:
+  images are written with PIL, XMLs and lists as text;
+- small modules built from the real config, the batches the DataModule delivers, and the tiny
+  training run whose checkpoint the ``trained_run`` fixture (tests/conftest.py) shares.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import copy
+import functools
 import io
 import json
 import sys
@@ -12,9 +19,16 @@ from pathlib import Path
 from unittest import mock
 
 import numpy as np
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
 from PIL import Image
+from torch import Tensor
 
+from petloc import CONFIG_DIR
+from petloc.data.augment import MAX_BOXES
 from petloc.data.records import DataReport
+from petloc.models.module import PetLocModule
 
 Box = tuple[float, float, float, float]
 
@@ -113,3 +127,110 @@ def run_export(checkpoint: Path, folder: Path) -> tuple[Path, dict, list[str]]:
         main()
     lines = printed.getvalue().splitlines()
     return onnx_path, json.loads(lines[-1]), lines
+
+
+# ---- models ---------------------------------------------------------------------------------------
+
+SIZE = 64  # input side of the small modules and batches below
+HEADS = tuple(sorted(p.stem for p in (CONFIG_DIR / "head").glob("*.yaml")))
+
+
+@functools.cache
+def _compose(overrides: tuple[str, ...], config_name: str) -> DictConfig:
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        return compose(config_name, overrides=["paths.output_dir=unused", *overrides])
+
+
+def compose_config(*overrides: str, config_name: str = "train") -> DictConfig:
+    """The real conf/ composed with ``overrides`` outside a Hydra app, for building a module (its
+    ``paths.output_dir`` is a placeholder: nothing is written). Tests that write use ``make_cfg``."""
+    return copy.deepcopy(_compose(overrides, config_name))
+
+
+def make_module(
+    head: str = "conv",
+    *overrides: str,
+    backbone: str = "mobilenetv3_small",
+    mode: str = "box",
+    num_classes: int = 0,
+    loss: str = "mse",
+    flip: bool = False,
+) -> PetLocModule:
+    """A small module built from the real config as petloc-train builds it: alpha 0.25, SIZE px, SGD
+    at lr 0.1 without a scheduler, the inference options off unless asked for (``flip``,
+    ``overrides``), classes named ``class_0``, ``class_1``, ... Seeded: two calls give one network."""
+    cfg = compose_config(
+        f"head={head}",
+        f"backbone={backbone}",
+        "alpha=0.25",
+        f"image_size={SIZE}",
+        f"mode={mode}",
+        f"loss={loss}",
+        "optimizer=sgd",
+        "optimizer.lr=0.1",
+        "~scheduler",
+        f"inference.flip={flip}",
+        "inference.refine=false",
+        *overrides,
+    )
+    torch.manual_seed(0)
+    return PetLocModule(cfg, [f"class_{i}" for i in range(num_classes)])
+
+
+def make_batch(n: int, seed: int = 0) -> dict[str, Tensor]:
+    """uint8 NHWC images with valid boxes and labels, as the DataModule delivers them."""
+    generator = torch.Generator().manual_seed(seed)
+    corner = torch.rand(n, 2, generator=generator) * 0.5
+    size = 0.2 + torch.rand(n, 2, generator=generator) * 0.3
+    box = torch.cat([corner, corner + size], dim=1)
+    return {
+        "image": torch.randint(0, 256, (n, SIZE, SIZE, 3), dtype=torch.uint8, generator=generator),
+        "box": box,
+        "boxes": torch.cat([box[:, None], torch.zeros(n, MAX_BOXES - 1, 4)], dim=1),
+        "num_boxes": torch.ones(n, dtype=torch.long),
+        "mosaic": torch.zeros(n, dtype=torch.bool),
+        "label": torch.randint(0, 2, (n,), generator=generator),
+    }
+
+
+def assert_training_unaffected(module: PetLocModule, plain: PetLocModule, images: Tensor) -> None:
+    """Inference options leave training alone: in train mode both modules predict the same boxes."""
+    module.train(), plain.train()
+    with torch.no_grad():
+        torch.manual_seed(1)  # the same dropout draws for both
+        boxes = module(images)[0].box
+        torch.manual_seed(1)
+        torch.testing.assert_close(boxes, plain(images)[0].box)
+
+
+# ---- the shared tiny training run ------------------------------------------------------------------
+
+# Tiny and quick: 60 synthetic images at 64 px, 2 epochs; species mode so class outputs are covered.
+TINY_RUN = (
+    "mode=species",
+    "alpha=0.25",  # the smallest network: the checks need a checkpoint, not a good one
+    "image_size=64",
+    "data.synthetic.n=60",
+    "data.batch_size=8",
+    "data.num_workers=0",
+    "trainer.max_epochs=2",
+    "trainer.check_val_every_n_epoch=1",  # two validations: eval must reproduce the best one's
+    "trainer.max_time=null",
+    "trainer.enable_progress_bar=false",
+)
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    """A finished training run folder and what the tests read from it."""
+
+    run_dir: Path
+    data_root: Path
+
+    @property
+    def best(self) -> Path:
+        return self.run_dir / "checkpoints" / "best.ckpt"
+
+    @property
+    def last(self) -> Path:
+        return self.run_dir / "checkpoints" / "last.ckpt"

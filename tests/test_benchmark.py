@@ -1,6 +1,6 @@
 """Smoke test of ``scripts/benchmark.py`` at tiny sizes, so the benchmark cannot rot unnoticed.
 
-Only the wiring and the JSON contract are checked (names of INTERFACE.md, consistent figures): speed
+Only the wiring and the JSON contract are checked (the names BENCHMARKS.md uses, consistent figures): speed
 is never asserted in tests; the figures are recorded in BENCHMARKS.md.
 """
 
@@ -11,6 +11,8 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import REPO
 
@@ -26,6 +28,7 @@ FIGURES = (
 )
 
 
+@pytest.mark.slow
 def test_benchmark_prints_every_figure_for_the_config_it_measured(tmp_path: Path, cache_dir: Path) -> None:
     n, batch = 40, 8
     command = [

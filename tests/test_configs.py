@@ -6,6 +6,7 @@ touching this file.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,10 +23,12 @@ from optuna.distributions import CategoricalDistribution, LogUniformDistribution
 from optuna.samplers import TPESampler
 
 from petloc import CONFIG_DIR
-from petloc.config import MODES, ConfigError, validate_config, validate_training_config
+from petloc.config import ConfigError, validate_config, validate_training_config
 from petloc.data.augment import AugmentConfig, train_transform
 from petloc.data.datamodule import LocalizationDataModule
 from petloc.models.backbone import create_backbone, pretrained_alphas
+from petloc.models.inference import InferenceOptions
+from petloc.modes import Mode, mode_names
 
 # `hydra` configures Hydra itself (run folders), not the run: it has no alternatives to choose from
 GROUPS = sorted(p.name for p in CONFIG_DIR.iterdir() if p.is_dir() and p.name != "hydra")
@@ -35,10 +38,12 @@ def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
 
 
-GROUP_OPTIONS = [(group, option) for group in GROUPS for option in options(group)]
+# inference=keep is petloc-eval/-predict/-export's "as trained" node (all null), no option of a run
+APP_ONLY = {("inference", "keep")}
+GROUP_OPTIONS = [(g, o) for g in GROUPS for o in options(g) if (g, o) not in APP_ONLY]
 
 
-def test_every_group_the_interface_names_has_options() -> None:
+def test_every_group_the_readme_names_has_options() -> None:
     for group in ("data", "backbone", "head", "loss", "mode", "augment", "optimizer", "scheduler"):
         assert group in GROUPS and options(group), group
     for group in ("experiment", "debug", "trainer", "hparams_search"):
@@ -48,7 +53,6 @@ def test_every_group_the_interface_names_has_options() -> None:
 def instantiate_run(cfg: DictConfig) -> None:
     """Build every instantiable part of a run the way train() does, without data set-up or fitting."""
     validate_training_config(cfg)
-    assert cfg.mode.name in MODES
 
     # weights cannot be fetched in CI (test_presets_ask_for_published_weights checks the width)
     backbone_cfg = OmegaConf.merge(cfg.backbone, {"pretrained": False, "weights_file": None})
@@ -96,7 +100,7 @@ def test_every_option_composes_and_instantiates(
 
 
 def test_keras_v1_preset_is_the_prototype(make_cfg: Callable[..., DictConfig]) -> None:
-    """keras_v1 is documented in the interface: MobileNet alpha 0.25, 128 px, MSE."""
+    """keras_v1 is documented in the README (the prototype): MobileNet alpha 0.25, 128 px, MSE."""
     cfg = make_cfg("experiment=keras_v1")
     assert cfg.backbone.name == "mobilenetv1" and cfg.backbone.alpha == 0.25
     assert cfg.data.image_size == 128
@@ -142,8 +146,32 @@ def test_validate_rejects_image_size_not_a_multiple_of_32(
 
 @pytest.mark.parametrize("margin", ["0.5", "0", "-1"])
 def test_validate_rejects_a_refine_margin_below_one(margin: str, make_cfg: Callable[..., DictConfig]) -> None:
-    with pytest.raises(ConfigError, match=rf"refine_margin={margin}.*>= 1.*refine=false"):
-        validate_config(make_cfg(f"refine_margin={margin}"))
+    with pytest.raises(ConfigError, match=rf"inference.refine_margin={margin}.*>= 1.*inference.refine=false"):
+        validate_config(make_cfg(f"inference.refine_margin={margin}"))
+
+
+@pytest.mark.parametrize("key", ["flip", "refine"])
+def test_validate_rejects_a_switch_that_is_not_a_boolean(
+    key: str, make_cfg: Callable[..., DictConfig]
+) -> None:
+    with pytest.raises(ConfigError, match=rf"inference.{key}='maybe': must be true or false"):
+        validate_config(make_cfg(f"inference.{key}=maybe"))
+    with pytest.raises(ConfigError, match=r"inference.tta: not an inference option.*'refine_margin'"):
+        validate_config(make_cfg("+inference.tta=true"))
+
+
+def test_the_inference_node_is_one_set_of_keys(make_cfg: Callable[..., DictConfig]) -> None:
+    """conf/inference/default.yaml (a run's values), keep.yaml (the apps' all-null node) and
+    InferenceOptions name the same options, and a run's values become the module's options as given."""
+    fields = {f.name for f in dataclasses.fields(InferenceOptions)}
+    default = OmegaConf.load(CONFIG_DIR / "inference" / "default.yaml")
+    keep = OmegaConf.load(CONFIG_DIR / "inference" / "keep.yaml")
+    assert set(default) == set(keep) == fields
+    assert all(value is None for value in keep.values())
+    assert InferenceOptions.from_config(make_cfg().inference) == InferenceOptions(**default)
+    assert InferenceOptions(**default) == InferenceOptions(flip=True, refine=True, refine_margin=1.6)
+    for app in ("eval", "predict", "export"):
+        assert OmegaConf.to_container(make_cfg("ckpt_path=x", config_name=app).inference) == dict(keep), app
 
 
 def test_validate_rejects_unknown_mode_naming_the_allowed_ones(make_cfg: Callable[..., DictConfig]) -> None:
@@ -152,6 +180,21 @@ def test_validate_rejects_unknown_mode_naming_the_allowed_ones(make_cfg: Callabl
     message = str(info.value)
     assert "mode.name" in message and "segmentation" in message
     assert all(mode in message for mode in ("box", "class", "species", "breed"))
+
+
+def test_the_modes_are_the_files_of_the_mode_group() -> None:
+    """One place lists the modes and what each needs: conf/mode/NAME.yaml (name, label set, weight)."""
+    assert mode_names() == tuple(options("mode"))
+    for name in mode_names():
+        mode = Mode.from_config(OmegaConf.load(CONFIG_DIR / "mode" / f"{name}.yaml"))
+        assert mode.name == name
+        assert mode.classifies == (name != "box")
+        names = ["a", "b"] if mode.classifies else []
+        assert mode.check_class_names(names) == names
+    with pytest.raises(ValueError, match=r"mode='species' trains the label set 'species' and needs at least"):
+        Mode("species", "species", 0.5).check_class_names(["cat"])
+    with pytest.raises(ValueError, match="mode='box' has no class branch"):
+        Mode("box").check_class_names(["cat", "dog"])
 
 
 def test_unknown_loss_fails_naming_the_available_ones(make_cfg: Callable[..., DictConfig]) -> None:

@@ -1,85 +1,32 @@
-"""petloc.inference: checkpoint loading, validation-exact preprocessing, head scores, class names.
+"""Inference on a trained checkpoint: safe loading and rebuilding (petloc.checkpoint), the app's
+changes merged into the trained config (petloc.config.merge_config), validation-exact preprocessing
+(petloc.data.images.ImageReader), head scores and class names (petloc.models.inference.InferenceModel).
 
-Also home of ``trained_run``, the one tiny checkpoint the CLI tests (eval, predict, export) share:
-they import it from here, so it is trained once per session.
+The checkpoint is the session's ``trained_run`` (tests/conftest.py), shared with the CLI tests.
 """
 
 from __future__ import annotations
 
-import functools
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
+from torch.utils.data import DataLoader
 
-from petloc import CONFIG_DIR
+from petloc.checkpoint import CheckpointError, CheckpointMismatchError, load_model, read_checkpoint
+from petloc.config import ConfigError, merge_config
 from petloc.data.datamodule import LocalizationDataModule
 from petloc.data.images import list_images
-from petloc.inference import (
-    CheckpointError,
-    CheckpointMismatchError,
-    ImageReader,
-    InferenceModel,
-    load_model,
-    read_checkpoint,
-)
-from petloc.models.factory import build_module
-from petloc.train import train
-
-# Tiny and quick: 60 synthetic images at 64 px, 2 epochs; species mode so class outputs are covered.
-TRAIN_OVERRIDES = [
-    "mode=species",
-    "alpha=0.25",  # the smallest network: the checks below need a checkpoint, not a good one
-    "image_size=64",
-    "data.synthetic.n=60",
-    "data.batch_size=8",
-    "data.num_workers=0",
-    "trainer.max_epochs=2",
-    "trainer.check_val_every_n_epoch=1",  # two validations: eval must reproduce the best one's
-    "trainer.max_time=null",
-    "trainer.enable_progress_bar=false",
-]
-
-
-@dataclass(frozen=True)
-class TrainedRun:
-    """A finished training run folder and what the tests read from it."""
-
-    run_dir: Path
-    data_root: Path
-
-    @property
-    def best(self) -> Path:
-        return self.run_dir / "checkpoints" / "best.ckpt"
-
-    @property
-    def last(self) -> Path:
-        return self.run_dir / "checkpoints" / "last.ckpt"
-
-
-@functools.cache
-def _train_tiny_run(base: Path, cache_dir: Path) -> TrainedRun:
-    """Train once per test session: pytest makes a separate fixture for every module importing
-    ``trained_run``, so the cache (keyed by the session's folders) is what keeps it one run."""
-    run_dir = base / "trained-run"
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        overrides = [f"paths.output_dir={run_dir}", f"paths.cache_dir={cache_dir}", *TRAIN_OVERRIDES]
-        cfg = compose("train", overrides=overrides)
-    train(cfg)
-    return TrainedRun(run_dir=run_dir, data_root=Path(cfg.data.root))
-
-
-@pytest.fixture(scope="session")
-def trained_run(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> TrainedRun:
-    """One tiny checkpoint trained with petloc.train.train on the real composed config."""
-    return _train_tiny_run(tmp_path_factory.getbasetemp(), cache_dir)
+from petloc.models.inference import InferenceModel, InferenceOptions
+from petloc.models.module import PetLocModule
+from tests.helpers import TrainedRun, make_batch, make_module
 
 
 def test_load_model_restores_the_trained_weights(trained_run: TrainedRun) -> None:
@@ -215,7 +162,7 @@ def test_image_reader_gives_the_validation_pixels(oxford_sample: Path, tmp_path:
     datamodule.setup("validate")
     dataset = datamodule.val_dataloader().dataset
     assert len(dataset) == len(names)
-    reader = ImageReader(data_cfg)
+    reader = instantiate(data_cfg).image_reader()  # as predict and export get it: from the config alone
     for sample, record in zip(dataset, datamodule.val_records, strict=True):
         image, (width, height) = reader(record.path)
         assert (width, height) == (record.width, record.height)
@@ -231,7 +178,7 @@ def test_center_head_score_is_the_neighbourhood_softmax_mass(
     if radius == 1:
         module, _ = load_model(trained_run.best)
     else:  # an untrained head decoding over 5x5 cells
-        module = build_module(make_cfg("image_size=64", f"head.radius={radius}"), 0).eval()
+        module = PetLocModule(make_cfg("image_size=64", f"head.radius={radius}")).eval()
     generator = torch.Generator().manual_seed(1)
     images = torch.randint(0, 256, (3, 64, 64, 3), dtype=torch.uint8, generator=generator)
     with torch.inference_mode():
@@ -256,7 +203,7 @@ def test_center_head_score_is_the_neighbourhood_softmax_mass(
 
 def test_global_head_score_is_one(make_cfg: Callable[..., DictConfig]) -> None:
     cfg = make_cfg("head=pooled", "image_size=64")
-    module = build_module(cfg).eval()
+    module = PetLocModule(cfg).eval()
     images = torch.zeros(2, 64, 64, 3, dtype=torch.uint8)
     with torch.inference_mode():
         outputs = InferenceModel(module)(images)
@@ -266,10 +213,11 @@ def test_global_head_score_is_one(make_cfg: Callable[..., DictConfig]) -> None:
 
 def test_the_checkpoint_carries_the_class_names(trained_run: TrainedRun, tmp_path: Path) -> None:
     module, _ = load_model(trained_run.best)
-    assert module.hparams.class_names == ["cat", "dog"]  # species mode on the synthetic set
+    assert module.class_names == ["cat", "dog"]  # species mode on the synthetic set
+    assert read_checkpoint(trained_run.best)["hyper_parameters"] == {"class_names": ["cat", "dog"]}
     # they come from the checkpoint, not the dataset: a model rebuilds where its data is gone
     gone = OmegaConf.create({"data": {"root": str(tmp_path / "gone")}})
-    assert load_model(trained_run.best, gone)[0].hparams.class_names == ["cat", "dog"]
+    assert load_model(trained_run.best, gone)[0].class_names == ["cat", "dog"]
 
 
 def test_list_images_takes_a_file_or_the_image_files_of_a_folder(tmp_path: Path) -> None:
@@ -280,3 +228,66 @@ def test_list_images_takes_a_file_or_the_image_files_of_a_folder(tmp_path: Path)
     assert list_images(tmp_path / "a.png") == [tmp_path / "a.png"]
     with pytest.raises(FileNotFoundError, match="neither an image file nor a folder"):
         list_images(tmp_path / "missing")
+
+
+def test_the_app_changes_each_inference_option_and_null_keeps_the_trained_one(
+    trained_run: TrainedRun, make_cfg: Callable[..., DictConfig]
+) -> None:
+    """The trained run has the defaults (flip, refine, margin 1.6); petloc-eval/-predict/-export change
+    any one of them by its key, and every key they leave null keeps the checkpoint's value."""
+    module, cfg = load_model(trained_run.best, make_cfg("ckpt_path=x", config_name="predict"))
+    assert module.inference == InferenceOptions(flip=True, refine=True, refine_margin=1.6)
+    assert OmegaConf.to_container(cfg.inference) == {"flip": True, "refine": True, "refine_margin": 1.6}
+    for change, expected in (
+        ("inference.flip=false", InferenceOptions(flip=False, refine=True, refine_margin=1.6)),
+        ("inference.refine=false", InferenceOptions(flip=True, refine=False, refine_margin=1.6)),
+        ("inference.refine_margin=1.4", InferenceOptions(flip=True, refine=True, refine_margin=1.4)),
+    ):
+        for app in ("eval", "predict", "export"):
+            overrides = make_cfg("ckpt_path=x", change, config_name=app)
+            assert load_model(trained_run.best, overrides)[0].inference == expected, (app, change)
+    too_small = make_cfg("ckpt_path=x", "inference.refine_margin=0.5", config_name="eval")
+    with pytest.raises(ConfigError, match=r"inference.refine_margin=0.5.*>= 1"):
+        load_model(trained_run.best, too_small)
+
+
+def test_a_checkpoint_from_before_the_inference_node_loads(trained_run: TrainedRun, tmp_path: Path) -> None:
+    """Checkpoints written before the options became one node kept flip_test/refine/refine_margin at
+    the top level; merge_config moves them into the node (absent ones take the plain model's values)."""
+
+    def old_layout(checkpoint: dict) -> None:
+        config = checkpoint["petloc_config"]
+        options = config.pop("inference")
+        config.update(flip_test=options["flip"], refine=False)
+
+    path = _rewrite_checkpoint(trained_run.best, tmp_path / "old.ckpt", old_layout)
+    module, cfg = load_model(path)
+    assert module.inference == InferenceOptions(flip=True, refine=False, refine_margin=1.6)
+    assert "flip_test" not in cfg and "refine" not in cfg
+    merged = merge_config(OmegaConf.create({**read_checkpoint(path)["petloc_config"], "refine_margin": 1.4}))
+    assert merged.inference.refine_margin == 1.4
+
+
+def test_a_checkpoint_of_a_module_fitted_outside_petloc_train_loads(tmp_path: Path) -> None:
+    """The config is part of a PetLocModule's construction, so a module fitted by a Trainer of one's
+    own (not petloc.train) saves a checkpoint that eval, predict and export rebuild."""
+    module = make_module("center", mode="species", num_classes=2)
+    batch = make_batch(4)
+    samples = [{k: v[i] for k, v in batch.items()} for i in range(4)]
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, train_dataloaders=DataLoader(samples, batch_size=4))
+    trainer.save_checkpoint(tmp_path / "own.ckpt")
+
+    loaded, cfg = load_model(tmp_path / "own.ckpt")
+    assert loaded.class_names == ["class_0", "class_1"] and cfg.head._target_.endswith("CenterHead")
+    stored = module.state_dict()
+    assert loaded.state_dict().keys() == stored.keys()
+    for key, value in stored.items():
+        assert torch.equal(loaded.state_dict()[key], value), key

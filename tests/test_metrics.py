@@ -1,4 +1,6 @@
-"""paired_box_iou, LocalizationMetrics and MeanBoxBaseline against torchvision and hand-computed values."""
+"""paired_box_iou and LocalizationMetrics against torchvision and hand-computed values.
+
+(The mean-box baseline is checked where it is computed and logged: tests/test_train.py.)"""
 
 from __future__ import annotations
 
@@ -6,7 +8,7 @@ import pytest
 import torch
 from torchvision.ops import box_iou
 
-from petloc.metrics import LocalizationMetrics, MeanBoxBaseline, paired_box_iou
+from petloc.metrics import LocalizationMetrics, paired_box_iou
 
 
 def boxes(*rows: tuple[float, float, float, float]) -> torch.Tensor:
@@ -200,33 +202,6 @@ def test_update_accepts_bf16_and_tensors_that_require_grad() -> None:
     result = metric.compute()
     assert not result["iou"].requires_grad
     assert result["acc50"].item() == pytest.approx(0.2)
-
-
-def test_mean_box_baseline_hand_checked() -> None:
-    train_boxes = boxes((0.0, 0.0, 0.5, 0.5), (0.2, 0.4, 1.0, 0.8), (0.1, 0.2, 0.6, 0.8))
-    baseline = MeanBoxBaseline.fit(train_boxes)
-    # Coordinate means: x0 (0 + 0.2 + 0.1) / 3 = 0.1, y0 (0 + 0.4 + 0.2) / 3 = 0.2,
-    # x1 (0.5 + 1 + 0.6) / 3 = 0.7, y1 (0.5 + 0.8 + 0.8) / 3 = 0.7.
-    prediction = baseline.predict(4)
-    assert prediction.shape == (4, 4)
-    torch.testing.assert_close(prediction, torch.tensor([[0.1, 0.2, 0.7, 0.7]]).expand(4, 4))
-    # Scored like a model: against [0.1, 0.2, 0.7, 0.7] itself IoU 1; against [0.4, 0.2, 0.7, 0.7]
-    # inter 0.3 * 0.5 = 0.15, union 0.6 * 0.5 = 0.3 -> IoU 0.5. Mean 0.75.
-    metric = LocalizationMetrics()
-    metric.update(baseline.predict(2), boxes((0.1, 0.2, 0.7, 0.7), (0.4, 0.2, 0.7, 0.7)))
-    assert metric.compute()["iou"].item() == pytest.approx(0.75, rel=1e-6)
-
-
-def test_mean_box_baseline_predictions_are_independent_copies() -> None:
-    baseline = MeanBoxBaseline.fit(boxes((0.0, 0.0, 0.5, 0.5)))
-    prediction = baseline.predict(2)
-    prediction[0, 0] = 0.3
-    torch.testing.assert_close(baseline.predict(1), boxes((0.0, 0.0, 0.5, 0.5)))
-
-
-def test_mean_box_baseline_rejects_empty_training_set() -> None:
-    with pytest.raises(ValueError, match="non-empty"):
-        MeanBoxBaseline.fit(torch.empty(0, 4))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="host syncs are only observable on CUDA")

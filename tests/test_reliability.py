@@ -365,6 +365,7 @@ def scratch_tmpdir(tmp_path: Path) -> Iterator[Path]:
     shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_a_kill_while_saving_leaves_the_previous_checkpoint_whole(
     tmp_path: Path, scratch_tmpdir: Path
 ) -> None:
@@ -384,6 +385,7 @@ def test_a_kill_while_saving_leaves_the_previous_checkpoint_whole(
     assert list(target.parent.iterdir()) == [target]
 
 
+@pytest.mark.slow
 def test_lightnings_own_save_tears_the_checkpoint_when_tmpdir_is_elsewhere(tmp_path: Path) -> None:
     """Why petloc.checkpoint exists (and proof that the kill above lands inside a save): Lightning's
     fsspec transaction copies from $TMPDIR into the target when they are on different file systems."""

@@ -32,7 +32,8 @@ from joblib import cpu_count
 from petloc import CONFIG_DIR
 from petloc.cli.compare import compare_runs, plot_iou_curves
 from petloc.train import cpu_budget, limit_cpu_use
-from tests.cli.test_tensorboard_server import (
+from tests.rendezvous import ENV_VAR
+from tests.sweep_helpers import (
     get_json,
     hparams_sessions,
     tensorboard_run_names,
@@ -40,7 +41,6 @@ from tests.cli.test_tensorboard_server import (
     wait_for,
     wait_for_scalar_tags,
 )
-from tests.rendezvous import ENV_VAR
 
 BIN = Path(sys.executable).parent
 PETLOC_TRAIN = BIN / "petloc-train"
@@ -341,11 +341,12 @@ def test_submitit_local_jobs_run_with_their_cpus_per_task(
 # --- SLURM: the job script the launcher submits (no cluster here: a fake sbatch records it) ----------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "launcher",
     [
         ("hydra/launcher=slurm",),
-        # the plugin's own launcher, as INTERFACE.md names it, with the preset's values given explicitly
+        # the plugin's own launcher (README.md, docs/sweeps.md), with the preset's values given explicitly
         (
             "hydra/launcher=submitit_slurm",
             "hydra.launcher.gpus_per_node=2",

@@ -1,5 +1,6 @@
 """petloc.train.train end to end on the synthetic set: wiring for every mode and head, and one real run
-whose run folder (TensorBoard events, checkpoints, metrics.json) is what the interface promises."""
+whose run folder (TensorBoard events, checkpoints, metrics.json) is what README.md ("What a run leaves")
+promises."""
 
 from __future__ import annotations
 
@@ -11,14 +12,16 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torchvision.ops import box_iou
 
 from petloc import CONFIG_DIR
-from petloc.inference import CheckpointMismatchError
-from petloc.models.factory import build_module
+from petloc.checkpoint import CheckpointMismatchError
+from petloc.models.module import PetLocModule
 from petloc.train import init_weights, train
 from tests.conftest import event_scalars
-from tests.test_inference import TrainedRun, trained_run  # noqa: F401 (the shared tiny checkpoint)
+from tests.helpers import TrainedRun
 
 # Small and single-process: the CI machine may be busy, and workers only add start-up time here.
 SMALL = ("image_size=64", "data.num_workers=0")
@@ -95,7 +98,7 @@ def test_short_run_logs_scalars_directly_in_tensorboard(short_run: tuple[dict[st
 
     logged = scalars(tensorboard)
     assert set(RUN_METRICS) | {"val/cls_acc"} <= set(logged)
-    per_epoch = logged["val/iou"][-2:]  # the two validations (see the placeholder test below)
+    per_epoch = logged["val/iou"]  # the two validations, and nothing else (the test below)
     assert per_epoch[-1] == pytest.approx(metrics["val/iou"])
     assert max(per_epoch) == pytest.approx(metrics["val/iou_best"])
 
@@ -117,14 +120,31 @@ def test_checkpoints_load_with_weights_only(short_run: tuple[dict[str, float], P
     assert float(state["best_model_score"]) == pytest.approx(metrics["val/iou_best"])
 
 
+def test_the_mean_box_baseline_is_the_training_sets_mean_box(
+    short_run: tuple[dict[str, float], Path],
+) -> None:
+    """val/iou_mean_box: the coordinate-wise mean of the run's training boxes, predicted for every
+    validation image, scored with torchvision's IoU (the run's split rebuilt from its checkpoint)."""
+    metrics, output = short_run
+    config = torch.load(output / "checkpoints" / "last.ckpt", weights_only=True)["petloc_config"]
+    datamodule = instantiate(OmegaConf.create(config).data)
+    datamodule.setup("fit")
+    train_boxes = torch.tensor([r.box for r in datamodule.train_records], dtype=torch.float64)
+    val_boxes = torch.tensor([r.box for r in datamodule.val_records], dtype=torch.float64)
+    expected = box_iou(train_boxes.mean(dim=0, keepdim=True), val_boxes)[0].mean()
+    assert metrics["val/iou_mean_box"] == pytest.approx(float(expected), abs=1e-5)
+    with pytest.raises(ValueError, match="no training records"):
+        instantiate(OmegaConf.create(config).data).train_mean_box()  # before setup()
+
+
 def test_init_from_copies_the_network_and_nothing_of_the_run(
-    trained_run: TrainedRun,  # noqa: F811
+    trained_run: TrainedRun,
     make_cfg: Callable[..., DictConfig],
 ) -> None:
     """A box-only run started from the tiny species checkpoint: every backbone and head tensor (BN
     statistics included) comes from the file, the species classifier is left out, and the run's own
     state (best val/iou so far, the mean-box baseline) stays fresh."""
-    model = build_module(make_cfg("alpha=0.25", "image_size=64", "mode=box"))
+    model = PetLocModule(make_cfg("alpha=0.25", "image_size=64", "mode=box"))
     fresh = {k: v.clone() for k, v in model.state_dict().items()}
     stored = torch.load(trained_run.best, map_location="cpu", weights_only=True)["state_dict"]
     assert "classifier.weight" in stored and float(stored["val_iou_best.max_value"]) > 0
@@ -141,10 +161,10 @@ def test_init_from_copies_the_network_and_nothing_of_the_run(
 
 
 def test_init_from_another_architecture_names_both(
-    trained_run: TrainedRun,  # noqa: F811
+    trained_run: TrainedRun,
     make_cfg: Callable[..., DictConfig],
 ) -> None:
-    model = build_module(make_cfg("alpha=0.5", "image_size=64"))
+    model = PetLocModule(make_cfg("alpha=0.5", "image_size=64"))
     with pytest.raises(CheckpointMismatchError) as error:
         init_weights(model, str(trained_run.best))
     message = str(error.value)
@@ -154,7 +174,7 @@ def test_init_from_another_architecture_names_both(
 
 
 def test_train_starts_from_init_from(
-    trained_run: TrainedRun,  # noqa: F811
+    trained_run: TrainedRun,
     make_cfg: Callable[..., DictConfig],
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -144,13 +144,16 @@ def _iou_curve(accumulator: EventAccumulator, tags: set[str]) -> list[tuple[int,
         for event in accumulator.Scalars(EPOCH):
             epochs_at_step.setdefault(event.step, []).append((event.wall_time, event.value))
     by_epoch: dict[int, float] = {}
-    for index, event in enumerate(accumulator.Scalars(VAL_IOU)):
+    # In logging order: the accumulator reads event files by name, which orders two files written in
+    # the same second by a counter compared as text ("...10" before "...9").
+    logged = sorted(accumulator.Scalars(VAL_IOU), key=lambda e: e.wall_time)
+    for index, event in enumerate(logged):
         # A training log can share the step; the epoch logged with this val/iou is the closest in time.
         same_step = epochs_at_step.get(event.step, [])
         closest = min(same_step, key=lambda c: abs(c[0] - event.wall_time), default=None)
         epoch = index if closest is None else round(closest[1])
-        # A resumed run logs the epochs after its checkpoint again, in a later event file (read later):
-        # the later value is the one the run continued from.
+        # A resumed run logs the epochs after its checkpoint again, later: the later value is the one
+        # the run continued from.
         by_epoch[epoch] = event.value
     return sorted(by_epoch.items())
 

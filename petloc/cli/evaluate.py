@@ -34,8 +34,8 @@ from PIL import Image
 from torch import Tensor
 
 from petloc import CONFIG_DIR
+from petloc.checkpoint import load_model
 from petloc.data.datamodule import LocalizationDataModule
-from petloc.inference import load_model
 from petloc.metrics import paired_box_iou
 from petloc.viz import box_grid
 

@@ -1,9 +1,9 @@
 """``petloc-export ckpt_path=PATH [output=FILE.onnx]``: the inference graph as ONNX, checked.
 
-The exported graph is :class:`petloc.inference.InferenceModel`: a uint8 NHWC image batch (any batch
-size) in, ``box`` [B, 4] normalized xyxy and ``score`` [B] (+ ``class_prob`` [B, C]) out, with the
-ImageNet normalization inside, so a deployment only resizes images as
-:class:`petloc.inference.ImageReader` does. The file is then run with onnxruntime on real images
+The exported graph is :class:`petloc.models.inference.InferenceModel`: a uint8 NHWC image batch (any
+batch size) in, ``box`` [B, 4] normalized xyxy and ``score`` [B] (+ ``class_prob`` [B, C]) out, with
+the ImageNet normalization inside, so a deployment only resizes images as
+:class:`petloc.data.images.ImageReader` does. The file is then run with onnxruntime on real images
 (``check_input``, else the checkpoint's dataset folder) and compared with PyTorch; a difference
 above ``atol`` is an error, not a warning. Batch-1 median latencies of both are printed.
 """
@@ -26,13 +26,15 @@ import hydra
 import numpy as np
 import onnxruntime as ort
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from petloc import CONFIG_DIR
+from petloc.checkpoint import load_model
 from petloc.data.formats import read_dataset
-from petloc.data.images import IMAGE_ERRORS, list_images
+from petloc.data.images import IMAGE_ERRORS, ImageReader, list_images
 from petloc.data.records import DatasetError
-from petloc.inference import ImageReader, InferenceModel, load_model
+from petloc.models.inference import InferenceModel
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +137,8 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     """Export ``cfg.ckpt_path`` to ``cfg.output``, check it, time it; returns the check's numbers."""
     module, model_cfg = load_model(cfg.ckpt_path, cfg)
     model = InferenceModel(module)
-    images = load_check_images(cfg, model_cfg, ImageReader(model_cfg.data))
+    reader = instantiate(model_cfg.data).image_reader()  # the datamodule only reads its config here
+    images = load_check_images(cfg, model_cfg, reader)
     output = Path(cfg.output)
     export_onnx(model, images, output)
     session = ort.InferenceSession(str(output), providers=["CPUExecutionProvider"])

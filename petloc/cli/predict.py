@@ -22,12 +22,15 @@ from typing import Any
 import hydra
 import numpy as np
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig
 from PIL import Image
 
 from petloc import CONFIG_DIR
+from petloc.checkpoint import load_model
 from petloc.data.images import IMAGE_ERRORS, decode_image, list_images
-from petloc.inference import ImageReader, InferenceModel, load_model, to_voc_pixels
+from petloc.data.records import to_voc_pixels
+from petloc.models.inference import InferenceModel
 from petloc.viz import draw_pair
 
 log = logging.getLogger(__name__)
@@ -55,8 +58,8 @@ def predict(cfg: DictConfig) -> Path:
     auto = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(auto if cfg.device == "auto" else cfg.device)
     model = InferenceModel(module).to(device)
-    names = list(module.hparams.class_names)
-    reader = ImageReader(model_cfg.data)
+    names = module.class_names
+    reader = instantiate(model_cfg.data).image_reader()  # the datamodule only reads its config here
     files = list_images(cfg.input)
     output = Path(cfg.output)
     output.mkdir(parents=True, exist_ok=True)

@@ -28,6 +28,7 @@ from petloc.data.augment import (
 )
 from petloc.data.cache import DecodedImages, build_decode_cache
 from petloc.data.formats import read_dataset
+from petloc.data.images import ImageReader
 from petloc.data.records import DatasetError, MultiObject, Record, RecordSet
 from petloc.data.split import SplitMode, split_records
 
@@ -116,7 +117,8 @@ class LocalizationDataModule(L.LightningDataModule):
 
     ``format`` names the reader (``auto`` detects it) and ``options`` are that reader's own keys;
     ``label_set`` is the label set the mode trains (``class``; ``species`` for Oxford pets; None:
-    box only).
+    box only). ``image_size`` is the network's input side, validated with the config
+    (:func:`petloc.models.backbone.check_image_size`).
     """
 
     def __init__(
@@ -139,8 +141,6 @@ class LocalizationDataModule(L.LightningDataModule):
         persistent_workers: bool = True,
     ) -> None:
         super().__init__()
-        if image_size % 32:
-            raise ValueError(f"image_size must be a multiple of 32, got {image_size}")
         if not 0 < val_fraction <= 1:
             raise ValueError(f"data.val_fraction={val_fraction!r}: must be in (0, 1]")
         self.root = Path(root).expanduser()
@@ -214,8 +214,18 @@ class LocalizationDataModule(L.LightningDataModule):
         assert self.dataset is not None, "call setup() first"
         return list(self.dataset.label_sets[self.label_set]) if self.label_set is not None else []
 
+    def image_reader(self) -> ImageReader:
+        """Reads an image file as this datamodule's validation loader delivers it (no file is touched
+        here: the sizes come from the config), for eval's, predict's and export's new images."""
+        return ImageReader(self.image_size, self.max_side)
+
     def train_mean_box(self) -> torch.Tensor:
-        """The training set's mean box: the constant-box baseline logged as val/iou_mean_box."""
+        """The training set's mean box [4]: the trivial "no localization" baseline, predicted for every
+        validation image and logged as val/iou_mean_box. A model that does not clearly beat it has learnt
+        the dataset's framing bias, not where the object is. The coordinate-wise mean of valid xyxy
+        boxes is itself a valid box (each mean x0 is below the mean x1), so it is scored like a model."""
+        if not self.train_records:
+            raise ValueError("no training records: call setup() first (or the split left none to train on)")
         return torch.tensor([r.box for r in self.train_records], dtype=torch.float32).mean(dim=0)
 
     def _loader(self, records: list[Record], train: bool) -> DataLoader:

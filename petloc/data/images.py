@@ -1,4 +1,5 @@
-"""Image files: which names count as images, header probing, decoding, and safe folder listing.
+"""Image files: which names count as images, header probing, decoding, safe folder listing, and the
+reader that turns a file into exactly the model input validation gives it (:class:`ImageReader`).
 
 Every place that opens an image (the readers' probe, the decode cache, predict and eval) catches
 the same :data:`IMAGE_ERRORS`, so a file that is not a decodable image is a named skip everywhere.
@@ -14,6 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 from PIL import Image
+
+from petloc.data.augment import eval_transform
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -68,6 +71,28 @@ def decode_image(path: Path, max_side: int | None = None) -> np.ndarray:
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
     return cv2.resize(rgb, size, interpolation=interp)
+
+
+class ImageReader:
+    """An image file -> the model's input, pixel for pixel what validation feeds it.
+
+    Validation reads the decode cache (:func:`decode_image` to a longest side of ``max_side``) and
+    applies :func:`eval_transform` (a stretch-resize to the square input of side ``image_size``); this
+    does the same two steps on the file. Get one with the sizes of a run from its datamodule:
+    :meth:`petloc.data.datamodule.LocalizationDataModule.image_reader`.
+    """
+
+    def __init__(self, image_size: int, max_side: int) -> None:
+        self.max_side = max_side
+        self.transform = eval_transform(image_size)
+
+    def __call__(self, path: Path) -> tuple[np.ndarray, tuple[int, int]]:
+        """Return (uint8 HxWx3 input, (width, height) of the original file); raises one of
+        :data:`IMAGE_ERRORS` for a file that is not a decodable image."""
+        _, _, width, height, _ = probe_image(path)
+        image = decode_image(path, self.max_side)
+        out = self.transform(image=image, bboxes=np.zeros((0, 4), np.float32), labels=[])
+        return out["image"], (width, height)
 
 
 def list_images(path: str | Path) -> list[Path]:

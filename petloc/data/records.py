@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -236,6 +236,22 @@ def voc_pixels_to_edges(values: Iterable[float]) -> tuple[Box, bool]:
     if all(float(v).is_integer() for v in (xmin, ymin, xmax, ymax)):
         return (xmin - 1, ymin - 1, xmax, ymax), False
     return (xmin, ymin, xmax, ymax), True
+
+
+def to_voc_pixels(box: Sequence[float], width: int, height: int) -> tuple[float, float, float, float]:
+    """Normalized xyxy -> 1-based VOC pixels of the original image, rounded to 0.1 pixel.
+
+    The inverse of :func:`voc_pixels_to_edges` plus the normalization: pixel ``i`` covers
+    ``[i - 1, i]``, so ``xmin = x0 * W + 1`` and ``xmax = x1 * W``; an XML box read and mapped back
+    gives its own values. petloc-predict writes its boxes with it.
+    """
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return (
+        round(x0 * width + 1, 1),
+        round(y0 * height + 1, 1),
+        round(x1 * width, 1),
+        round(y1 * height, 1),
+    )
 
 
 def probe_into(path: Path, report: DataReport) -> tuple[int, int] | None:

@@ -20,6 +20,8 @@ from torch import nn
 
 # Feature levels handed to heads: strides 16 and 32 (the last two of timm's five levels).
 OUT_INDICES = (3, 4)
+# The deepest level's stride: the input side must be a multiple of it.
+STRIDE = 32
 
 
 class PretrainedWeightsError(RuntimeError):
@@ -72,6 +74,22 @@ BACKBONES: dict[str, BackboneSpec] = {
 }
 
 
+def check_alpha(alpha: object) -> None:
+    """The one rule for the width multiplier (config validation and :func:`create_backbone` use it)."""
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
+        raise ValueError(
+            f"alpha={alpha!r}: the backbone width multiplier must be a number > 0 (e.g. 0.25, 0.5, 1.0)"
+        )
+
+
+def check_image_size(size: object) -> None:
+    """The one rule for the input side: a positive multiple of the network's stride (config validation)."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < STRIDE or size % STRIDE:
+        raise ValueError(
+            f"image_size={size!r}: must be a positive multiple of {STRIDE} (e.g. 96, 128, 160, 224)"
+        )
+
+
 def pretrained_alphas(name: str) -> list[float]:
     """The widths of ``name`` for which timm publishes pretrained weights."""
     spec = BACKBONES[name]
@@ -91,8 +109,7 @@ def create_backbone(
     """
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}")
-    if alpha <= 0:
-        raise ValueError(f"alpha must be > 0, got {alpha}")
+    check_alpha(alpha)
     spec = BACKBONES[name]
     if not pretrained:
         if weights_file:

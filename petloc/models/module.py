@@ -4,70 +4,75 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Timer
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from petloc.metrics import LocalizationMetrics
 from petloc.models.heads import HeadOutput
-from petloc.models.refine import DEFAULT_MARGIN, box_from_frame, crop_to_frame, refine_frame
+from petloc.models.inference import InferenceOptions
+from petloc.models.refine import box_from_frame, crop_to_frame, refine_frame
+from petloc.modes import Mode
 from petloc.viz import box_grid
 
 log = logging.getLogger(__name__)
 
 
 class PetLocModule(L.LightningModule):
-    """Single-object localization with an optional class branch.
+    """Single-object localization with an optional class branch, built from a run's config.
 
-    ``backbone`` is any module returning a list of feature maps and carrying timm's
-    ``feature_info`` and ``pretrained_cfg``; ``head`` is a partial taking ``in_channels``;
-    ``optimizer`` and ``scheduler`` are partials (Hydra ``_partial_: true``).
+    ``config`` is the composed config of ``petloc-train`` (or one read back from a checkpoint): its
+    ``backbone``, ``head``, ``loss``, ``optimizer`` and ``scheduler`` nodes are instantiated (the head,
+    optimizer and scheduler as Hydra partials), ``mode`` becomes a :class:`~petloc.modes.Mode` and
+    ``inference`` the :class:`~petloc.models.inference.InferenceOptions`. ``class_names`` are the mode's
+    classes (the datamodule's; none in box mode). The resolved config is what the checkpoint stores,
+    so a checkpoint of any PetLocModule, trained by ``petloc-train`` or by a Trainer of one's own,
+    rebuilds in eval, predict and export (:func:`petloc.checkpoint.load_model`).
     """
 
     def __init__(
-        self,
-        backbone: nn.Module,
-        head: Callable[..., nn.Module],
-        loss: nn.Module,
-        optimizer: Callable[..., torch.optim.Optimizer],
-        scheduler: Callable[..., Any] | None = None,
-        mode: str = "box",
-        class_names: list[str] | None = None,
-        cls_weight: float = 1.0,
-        image_size: int = 128,
-        log_images: int = 16,
-        nan_policy: str = "stop",
-        flip_test: bool = False,
-        refine: bool = False,
-        refine_margin: float = DEFAULT_MARGIN,
-        backbone_lr_scale: float = 1.0,
+        self, config: DictConfig | Mapping[str, Any], class_names: Sequence[str] | None = None
     ) -> None:
         super().__init__()
-        # Only plain values go into the checkpoint's hyper-parameters, so checkpoints load with
-        # torch.load(weights_only=True); the model is rebuilt from the run's Hydra config instead.
-        self.save_hyperparameters(ignore=["backbone", "head", "loss", "optimizer", "scheduler"], logger=False)
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
-        self.run_config: dict[str, Any] = {}
-        self.backbone = backbone
-        channels = backbone.feature_info.channels()
-        self.head = head(in_channels=channels)
-        self.box_loss = loss
-        # the names travel in the checkpoint's hyper-parameters: predict names classes without the data
-        num_classes = len(class_names or [])
-        if mode != "box" and num_classes < 2:
-            raise ValueError(f"mode={mode!r} needs at least two class names, got {class_names!r}")
-        self.classifier = nn.Linear(channels[-1], num_classes) if mode != "box" else None
-        cfg = backbone.pretrained_cfg
-        self.register_buffer("pixel_mean", torch.tensor(cfg["mean"]).view(1, 3, 1, 1) * 255, persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(cfg["std"]).view(1, 3, 1, 1) * 255, persistent=False)
+        resolved = OmegaConf.to_container(OmegaConf.create(config), resolve=True)
+        assert isinstance(resolved, dict)
+        self.config: dict[str, Any] = resolved
+        cfg = OmegaConf.create(resolved)
+        self.mode = Mode.from_config(cfg.mode)
+        self.class_names = self.mode.check_class_names(class_names)
+        self.inference = InferenceOptions.from_config(cfg.inference)
+        self.nan_policy: str = cfg.get("nan_policy", "stop")
+        self.backbone_lr_scale: float = cfg.get("backbone_lr_scale", 1.0)
+        self.log_images: int = cfg.get("log_images", 16)
+        # The hyper-parameters hold only what the config cannot say, as plain values (checkpoints load
+        # with torch.load(weights_only=True)): the class names, so predict names classes without the data.
+        self.save_hyperparameters({"class_names": self.class_names}, logger=False)
+        self.optimizer_factory: Callable[..., torch.optim.Optimizer] = instantiate(cfg.optimizer)
+        self.scheduler_factory: Callable[..., Any] | None = (
+            instantiate(cfg.scheduler) if cfg.get("scheduler") else None
+        )
+        # ``backbone`` returns a list of feature maps and carries timm's ``feature_info`` and
+        # ``pretrained_cfg``; the head is built for its channels.
+        self.backbone: nn.Module = instantiate(cfg.backbone)
+        channels = self.backbone.feature_info.channels()
+        self.head = instantiate(cfg.head)(in_channels=channels)
+        self.box_loss: nn.Module = instantiate(cfg.loss)
+        num_classes = len(self.class_names)
+        self.classifier = nn.Linear(channels[-1], num_classes) if self.mode.classifies else None
+        pretrained = self.backbone.pretrained_cfg
+        mean, std = pretrained["mean"], pretrained["std"]
+        self.register_buffer("pixel_mean", torch.tensor(mean).view(1, 3, 1, 1) * 255, persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(std).view(1, 3, 1, 1) * 255, persistent=False)
         self.register_buffer("mean_box", torch.tensor([0.25, 0.25, 0.75, 0.75]))
         self.train_loss = MeanMetric()
         self.val_loss = MeanMetric()
@@ -92,16 +97,16 @@ class PetLocModule(L.LightningModule):
         dense head's val loss is its first look's and a global head's is that of the refined box."""
         x = self.preprocess(images)
         out, logits = self._views(x)
-        if self.hparams.refine and not self.training:
-            frame = refine_frame(out.box.detach().float().clamp(0, 1), self.hparams.refine_margin)
+        if self.inference.refine and not self.training:
+            frame = refine_frame(out.box.detach().float().clamp(0, 1), self.inference.refine_margin)
             zoomed, _ = self._views(crop_to_frame(x, frame))
             out = replace(out, box=box_from_frame(zoomed.box.float(), frame).to(out.box.dtype))
         return out, logits
 
     def _views(self, x: Tensor) -> tuple[HeadOutput, Tensor | None]:
-        """The network on ``x``, and in eval mode with ``flip_test`` also on its mirror image."""
+        """The network on ``x``, and in eval mode with ``inference.flip`` also on its mirror image."""
         out, logits = self._predict(x)
-        if self.hparams.flip_test and not self.training:
+        if self.inference.flip and not self.training:
             # test-time flip: the mirrored image votes too (validation, eval, predict and export alike)
             mirrored, mirrored_logits = self._predict(x.flip(-1))
             out = self.head.merge_mirrored(out, mirrored)
@@ -139,7 +144,7 @@ class PetLocModule(L.LightningModule):
             single = (~batch["mosaic"]).float()
             cross_entropy = F.cross_entropy(logits.float(), labels, reduction="none")
             cross_entropy = (cross_entropy * single).sum() / single.sum().clamp_min(1.0)
-            loss = loss + self.hparams.cls_weight * cross_entropy
+            loss = loss + self.mode.cls_weight * cross_entropy
         return loss, out, logits
 
     def on_fit_start(self) -> None:
@@ -151,7 +156,7 @@ class PetLocModule(L.LightningModule):
         loss, _, _ = self._step(batch)
         if not torch.isfinite(loss):
             where = f"epoch {self.current_epoch}, step {self.global_step}, batch {batch_idx}"
-            if self.hparams.nan_policy == "skip":
+            if self.nan_policy == "skip":
                 self.skipped_batches += 1
                 log.warning("non-finite loss (%s) at %s: batch skipped (nan_policy=skip)", loss.item(), where)
                 self.log("train/skipped_batches", float(self.skipped_batches))
@@ -175,8 +180,8 @@ class PetLocModule(L.LightningModule):
         self.val_baseline.update(self.mean_box.expand_as(target), target)
         if logits is not None and self.val_cls_acc is not None:
             self.val_cls_acc.update(logits, batch["label"])
-        if batch_idx == 0 and self.hparams.log_images:
-            k = self.hparams.log_images
+        if batch_idx == 0 and self.log_images:
+            k = self.log_images
             self._image_grid = box_grid(batch["image"][:k], pred[:k], target[:k])
 
     def on_validation_epoch_end(self) -> None:
@@ -206,7 +211,7 @@ class PetLocModule(L.LightningModule):
             experiment.add_image("val/boxes", grid, global_step=self.current_epoch)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["petloc_config"] = self.run_config
+        checkpoint["petloc_config"] = self.config
 
     # ---- optimization ----------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
@@ -215,7 +220,7 @@ class PetLocModule(L.LightningModule):
         optimizer = self.optimizer_factory(
             params=[{"params": list(self.backbone.parameters())}, {"params": head}]
         )
-        optimizer.param_groups[0]["lr"] *= self.hparams.backbone_lr_scale
+        optimizer.param_groups[0]["lr"] *= self.backbone_lr_scale
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer=optimizer)
@@ -243,9 +248,11 @@ class PetLocModule(L.LightningModule):
         total = self._total_steps
         if math.isfinite(total) and total > 0:
             shares.append(trainer.global_step / total)
-        timer = next((c for c in trainer.callbacks if type(c).__name__ == "Timer"), None)
-        if timer is not None and timer._duration is not None:
-            shares.append(timer.time_elapsed("train") / timer._duration)
+        timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)  # trainer.max_time's
+        remaining = timer.time_remaining("train") if timer is not None else None
+        if remaining is not None:
+            elapsed = timer.time_elapsed("train")
+            shares.append(elapsed / max(elapsed + remaining, 1e-9))
         return min(max(shares, default=0.0), 1.0)
 
 

@@ -1,109 +1,28 @@
-"""``petloc-compare`` on real TensorBoard event files written the way Lightning's logger writes them.
-
-The helpers here (``FakeRun``, ``write_run``, ``write_fake_sweep``) are also used by the TensorBoard
-server test, so both read the same kind of sweep.
-"""
+"""``petloc-compare`` on real TensorBoard event files written the way Lightning's logger writes them
+(the fake sweep of tests/sweep_helpers.py, which the TensorBoard server test reads too)."""
 
 from __future__ import annotations
 
 import csv
-import json
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib.image
 import pytest
-import yaml
-from torch.utils.tensorboard import SummaryWriter
-from torch.utils.tensorboard.summary import hparams
 
 from petloc.cli.compare import compare_runs, main, plot_iou_curves
+from tests.sweep_helpers import (
+    COMMON_OVERRIDE,
+    STEPS_PER_EPOCH,
+    SWEEP,
+    T0,
+    FakeRun,
+    acc50_for,
+    sweep_overrides,
+    val_step,
+    write_fake_sweep,
+    write_run,
+)
 
-STEPS_PER_EPOCH = 10
-T0 = 1_700_000_000.0  # wall times are explicit so train-time fallbacks are exact
-COMMON_OVERRIDE = "trainer.max_epochs=8"
-
-
-@dataclass(frozen=True)
-class FakeRun:
-    """One run to write: val/iou by epoch (float32-exact values) and what else its folder holds."""
-
-    val_iou: Mapping[int, float]
-    n_epochs: int = 4
-    with_epoch_scalar: bool = True
-    # Also log, at each val step, the next epoch's number a little later: the clash a training log can cause.
-    epoch_clash: bool = False
-    train_time_s: float | None = None
-    hparams: Mapping[str, float | str] = field(default_factory=dict)
-    first_wall_time: float = T0
-
-
-def val_step(epoch: int) -> int:
-    """Global step of the val metrics at the end of ``epoch`` (the last training step of that epoch)."""
-    return (epoch + 1) * STEPS_PER_EPOCH - 1
-
-
-def acc50_for(iou: float) -> float:
-    """A val/acc50 derived from val/iou, so tests can predict the final value."""
-    return min(1.0, iou + 0.125)
-
-
-def write_run(run_dir: Path, run: FakeRun, overrides: list[str] | None = None) -> None:
-    """Write a run folder: ``tensorboard/`` event files, ``.hydra/overrides.yaml`` and maybe metrics.json."""
-    with SummaryWriter(log_dir=str(run_dir / "tensorboard")) as writer:
-        if run.hparams:
-            # As Lightning's TensorBoardLogger.log_hyperparams: into the run's own event file, no subfolder.
-            for summary in hparams(dict(run.hparams), {"val/iou_best": 0.0}):
-                writer.file_writer.add_summary(summary)
-        for epoch in range(run.n_epochs):
-            train_step = epoch * STEPS_PER_EPOCH + STEPS_PER_EPOCH // 2
-            writer.add_scalar(
-                "train/loss", 1.0 / (epoch + 1), train_step, walltime=run.first_wall_time + train_step
-            )
-            if run.with_epoch_scalar:
-                writer.add_scalar("epoch", epoch, train_step, walltime=run.first_wall_time + train_step)
-            if epoch not in run.val_iou:
-                continue
-            step = val_step(epoch)
-            wall_time = run.first_wall_time + step
-            writer.add_scalar("val/iou", run.val_iou[epoch], step, walltime=wall_time)
-            writer.add_scalar("val/acc50", acc50_for(run.val_iou[epoch]), step, walltime=wall_time)
-            if run.with_epoch_scalar:
-                writer.add_scalar("epoch", epoch, step, walltime=wall_time)
-            if run.epoch_clash:
-                writer.add_scalar("epoch", epoch + 1, step, walltime=wall_time + 0.5)
-    if overrides is not None:
-        (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
-        (run_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
-    if run.train_time_s is not None:
-        (run_dir / "metrics.json").write_text(json.dumps({"val/iou": 0.5, "train_time_s": run.train_time_s}))
-
-
-def sweep_overrides(name: str) -> list[str]:
-    """Overrides of a sweep job named like Hydra's job folder, plus one every job shares."""
-    return [*Path(name).name.split(","), COMMON_OVERRIDE]
-
-
-def write_fake_sweep(root: Path, runs: Mapping[str, FakeRun]) -> Path:
-    """A multirun sweep folder: one run folder per entry, named by the (relative) key; returns ``root``."""
-    for name, run in runs.items():
-        write_run(root / name, run, sweep_overrides(name))
-    return root
-
-
-# Best first: giou 0.75 at epoch 5 (validated every 2nd epoch), the nested run 0.6875 at epoch 0,
-# 0.25/giou 0.625 at epoch 3 (with hparams), 0.25/mse 0.5 at epoch 2 (metrics.json, clashing epochs).
-SWEEP: dict[str, FakeRun] = {
-    "alpha=0.25,loss=mse": FakeRun(
-        {0: 0.25, 1: 0.375, 2: 0.5, 3: 0.4375}, epoch_clash=True, train_time_s=123.5
-    ),
-    "alpha=0.5,loss=giou": FakeRun({1: 0.375, 3: 0.625, 5: 0.75, 7: 0.6875}, n_epochs=8),
-    "alpha=0.25,loss=giou": FakeRun(
-        {0: 0.5, 1: 0.5625, 2: 0.59375, 3: 0.625}, hparams={"alpha": 0.25, "loss": "giou"}
-    ),
-    "seed_sweep/alpha=0.5,loss=mse": FakeRun({0: 0.6875, 1: 0.5, 2: 0.5, 3: 0.5}),
-}
 EXPECTED_ORDER = [
     "alpha=0.5,loss=giou",
     "seed_sweep/alpha=0.5,loss=mse",
@@ -244,6 +163,18 @@ def test_resumed_run_keeps_the_later_value_of_a_repeated_epoch(tmp_path: Path) -
 
     assert run.iou_curve == [(0, 0.25), (1, 0.375), (2, 0.4375), (3, 0.5), (4, 0.625)]
     assert (run.best_iou, run.best_epoch) == (0.625, 4)
+
+
+def test_a_resumed_run_is_read_in_logging_order_whatever_its_files_are_named(tmp_path: Path) -> None:
+    """The resumed part's event file written first (its name sorts first) but logged later: the
+    values logged later still win."""
+    run_dir = tmp_path / "run"
+    write_run(run_dir, FakeRun({2: 0.4375, 3: 0.5, 4: 0.625}, n_epochs=5, first_wall_time=T0 + 1000))
+    write_run(run_dir, FakeRun({0: 0.25, 1: 0.375, 2: 0.5, 3: 0.75}))
+
+    (run,) = compare_runs([run_dir])
+
+    assert run.iou_curve == [(0, 0.25), (1, 0.375), (2, 0.4375), (3, 0.5), (4, 0.625)]
 
 
 def test_several_dirs_get_distinct_names_and_labels(tmp_path: Path) -> None:

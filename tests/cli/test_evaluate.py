@@ -18,11 +18,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from petloc.cli.evaluate import evaluate
-from tests import test_inference
-from tests.test_inference import TrainedRun
-
-# The session's one trained checkpoint (tests/test_inference.py), shared rather than retrained.
-trained_run = test_inference.trained_run
+from tests.helpers import TrainedRun  # the session's trained_run fixture (tests/conftest.py)
 
 METRICS = {"val/iou", "val/acc50", "val/acc75", "val/iou_pooled", "val/iou_mean_box", "val/cls_acc"}
 
@@ -106,6 +102,7 @@ def test_eval_on_a_whole_folder_with_data_overrides(
         assert sheet.size == (8 * 66 + 2, 2 * 66 + 2)
 
 
+@pytest.mark.slow
 def test_console_script_writes_into_its_hydra_run_folder(
     trained_run: TrainedRun,
     tmp_path: Path,

@@ -9,16 +9,16 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from petloc.checkpoint import load_model
 from petloc.cli.export import OnnxMismatchError, check_onnx, load_check_images
-from petloc.inference import ImageReader, InferenceModel, load_model
-from tests import test_inference
-from tests.helpers import run_export
-from tests.test_inference import TrainedRun
-
-# The session's one trained checkpoint (tests/test_inference.py), shared rather than retrained.
-trained_run = test_inference.trained_run
+from petloc.models.inference import InferenceModel
+from tests.helpers import (
+    TrainedRun,  # the session's trained_run fixture (tests/conftest.py)
+    run_export,
+)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def test_onnx_matches_pytorch_at_other_batch_sizes(
     assert graph_input.name == "images" and graph_input.type == "tensor(uint8)"
     assert isinstance(graph_input.shape[0], str) and graph_input.shape[1:] == [64, 64, 3]  # dynamic batch
     module, cfg = load_model(trained_run.best)
-    reader = ImageReader(cfg.data)
+    reader = instantiate(cfg.data).image_reader()
     files = sorted((trained_run.data_root / "images").glob("*.jpg"))[-5:]  # not the export's check images
     images = torch.from_numpy(np.stack([reader(p)[0] for p in files]))
     for batch in (images[:1], images[:3], images):
@@ -78,7 +78,7 @@ def test_check_images_come_from_check_input_else_the_dataset_else_seeded_noise(
     trained_run: TrainedRun, make_cfg: Callable[..., DictConfig], tmp_path: Path
 ) -> None:
     _, model_cfg = load_model(trained_run.best)
-    reader = ImageReader(model_cfg.data)
+    reader = instantiate(model_cfg.data).image_reader()
     folder = tmp_path / "check"
     folder.mkdir()
     files = sorted((trained_run.data_root / "images").glob("*.jpg"))[:3]

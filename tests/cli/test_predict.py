@@ -12,17 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig
 from PIL import Image
 
+from petloc.checkpoint import load_model
 from petloc.cli.predict import main, predict
 from petloc.data.formats import read_dataset
-from petloc.inference import ImageReader, load_model, to_voc_pixels
-from tests import test_inference
-from tests.test_inference import TrainedRun
-
-# The session's one trained checkpoint (tests/test_inference.py), shared rather than retrained.
-trained_run = test_inference.trained_run
+from petloc.data.records import to_voc_pixels
+from tests.helpers import TrainedRun  # the session's trained_run fixture (tests/conftest.py)
 
 # A GIF and an RGBA PNG named .jpg, a big JPEG and a 299x299 one: all sizes and formats of the sample.
 SAMPLE_IMAGES = ["Abyssinian_34.jpg", "Abyssinian_5.jpg", "Abyssinian_1.jpg", "Bengal_105.jpg"]
@@ -83,7 +81,7 @@ def test_predict_folder_writes_pixel_boxes_and_skips_unreadable_files(
     assert "truncated.jpg" in printed and "not_an_image.png" in printed and "notes.txt" not in printed
 
     module, cfg = load_model(trained_run.best)
-    reader = ImageReader(cfg.data)
+    reader = instantiate(cfg.data).image_reader()
     for row in rows:
         with Image.open(folder / row["image"]) as im:
             width, height = im.size
@@ -103,6 +101,33 @@ def test_predict_folder_writes_pixel_boxes_and_skips_unreadable_files(
             pixels = np.asarray(drawn.convert("RGB")).astype(int)
         r, g, b = pixels[int(y0 * height) + 1, int((x0 + x1) / 2 * width)]
         assert r > 150 and g < 100 and b < 100, (row["image"], (r, g, b))
+
+
+def test_an_oversized_image_is_a_named_skip(
+    trained_run: TrainedRun,
+    make_cfg: Callable[..., DictConfig],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """PIL refuses images of more than twice ``Image.MAX_IMAGE_PIXELS`` pixels (a decompression bomb)
+    with an error that is not an OSError; predict skips such a file by name and predicts the others.
+    The limit is lowered so a 100x100 image stands in for a bomb."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.new("RGB", (30, 24), (200, 120, 40)).save(folder / "small.png")  # 720 pixels: fine
+    Image.new("RGB", (100, 100), (200, 120, 40)).save(folder / "bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 100x100 = 10,000 > 2 x 1,000: refused
+    with pytest.raises(Image.DecompressionBombError), Image.open(folder / "bomb.png"):
+        pass
+
+    out = tmp_path / "out"
+    cfg = make_cfg(f"ckpt_path={trained_run.best}", f"input={folder}", f"output={out}", config_name="predict")
+    _, rows = read_csv(predict(cfg))
+
+    assert [row["image"] for row in rows] == ["small.png"]
+    assert "skipped, cannot decode: ['bomb.png']" in capsys.readouterr().out
+    assert [p.name for p in (out / "drawn").iterdir()] == ["small.png"]
 
 
 def test_console_entry_predicts_a_single_file(

@@ -132,11 +132,6 @@ def test_a_worker_process_serves_augmented_train_batches(
     assert ((batch["box"] >= 0) & (batch["box"] <= 1)).all()
 
 
-def test_image_size_must_be_a_multiple_of_32(oxford_sample: Path) -> None:
-    with pytest.raises(ValueError, match="multiple of 32"):
-        LocalizationDataModule(root=str(oxford_sample), image_size=100)
-
-
 @pytest.mark.realdata
 def test_train_batches_carry_the_augmented_boxes(make_dm: Callable[..., LocalizationDataModule]) -> None:
     dm = make_dm(augment={"name": "flip", "hflip": 1.0})

@@ -7,81 +7,33 @@ the same predictions, and the schedule against the closed-form warm-up + cosine 
 from __future__ import annotations
 
 import math
-from functools import partial
+from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import Timer
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from torchvision.ops import box_area, box_iou
 
-from petloc.data.augment import MAX_BOXES
-from petloc.losses import IoUBoxLoss, MSEBoxLoss
-from petloc.models.backbone import create_backbone
-from petloc.models.heads import CenterHead, ConvHead, DWSepHead, PooledHead
 from petloc.models.module import BudgetCosineLR, PetLocModule
+from tests.helpers import HEADS, assert_training_unaffected, make_batch, make_module
 
-SIZE = 64
-HEADS: dict[str, type[nn.Module]] = {
-    "dwsep": DWSepHead,
-    "conv": ConvHead,
-    "pooled": PooledHead,
-    "center": CenterHead,
-}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def make_module(
-    head: type[nn.Module] = ConvHead,
-    backbone: str = "mobilenetv3_small",
-    mode: str = "box",
-    num_classes: int = 0,
-    cls_weight: float = 0.5,
-    loss: nn.Module | None = None,
-    flip_test: bool = False,
-) -> PetLocModule:
-    """A small module the way build_module wires it: head and optimizer as partials."""
-    torch.manual_seed(0)
-    return PetLocModule(
-        backbone=create_backbone(backbone, 0.25),
-        head=partial(head),
-        loss=loss or MSEBoxLoss(),
-        optimizer=partial(torch.optim.SGD, lr=0.1),
-        mode=mode,
-        class_names=[f"class_{i}" for i in range(num_classes)],
-        cls_weight=cls_weight,
-        image_size=SIZE,
-        flip_test=flip_test,
-    )
-
-
-def make_batch(n: int, seed: int = 0) -> dict[str, Tensor]:
-    """uint8 NHWC images with valid boxes and labels, as the DataModule delivers them."""
-    generator = torch.Generator().manual_seed(seed)
-    corner = torch.rand(n, 2, generator=generator) * 0.5
-    size = 0.2 + torch.rand(n, 2, generator=generator) * 0.3
-    box = torch.cat([corner, corner + size], dim=1)
-    return {
-        "image": torch.randint(0, 256, (n, SIZE, SIZE, 3), dtype=torch.uint8, generator=generator),
-        "box": box,
-        "boxes": torch.cat([box[:, None], torch.zeros(n, MAX_BOXES - 1, 4)], dim=1),
-        "num_boxes": torch.ones(n, dtype=torch.long),
-        "mosaic": torch.zeros(n, dtype=torch.bool),
-        "label": torch.randint(0, 2, (n,), generator=generator),
-    }
 
 
 def first_conv(module: nn.Module) -> nn.Conv2d:
     return next(m for m in module.modules() if isinstance(m, nn.Conv2d))
 
 
-@pytest.mark.parametrize("head", sorted(HEADS))
+@pytest.mark.parametrize("head", HEADS)
 def test_one_step_updates_the_backbones_first_conv(head: str) -> None:
-    module = make_module(HEADS[head], backbone="mobilenetv1", loss=IoUBoxLoss("giou", l1_weight=1.0))
+    module = make_module(head, backbone="mobilenetv1", loss="giou")
     optimizer = module.configure_optimizers()
     stem = first_conv(module.backbone).weight
     before = stem.detach().clone()
@@ -123,7 +75,8 @@ def test_box_mode_has_no_class_branch() -> None:
 
 @pytest.mark.parametrize(("mode", "num_classes"), [("species", 2), ("breed", 37)])
 def test_class_modes_add_a_classifier_and_its_cross_entropy(mode: str, num_classes: int) -> None:
-    module = make_module(mode=mode, num_classes=num_classes, cls_weight=0.5).eval()
+    module = make_module(mode=mode, num_classes=num_classes).eval()
+    assert module.mode.cls_weight == 0.5
     channels = module.backbone.feature_info.channels()[-1]
     assert isinstance(module.classifier, nn.Linear)
     assert (module.classifier.in_features, module.classifier.out_features) == (channels, num_classes)
@@ -142,7 +95,7 @@ def test_class_modes_add_a_classifier_and_its_cross_entropy(mode: str, num_class
 
 def test_mosaic_samples_train_the_boxes_but_not_the_classifier() -> None:
     """A mosaic carries one image's label for several pets: only single images enter the cross-entropy."""
-    module = make_module(mode="species", num_classes=2, cls_weight=0.5).eval()
+    module = make_module(mode="species", num_classes=2).eval()
     batch = make_batch(4)
     batch["mosaic"] = torch.tensor([True, False, True, False])
     with torch.no_grad():
@@ -289,26 +242,37 @@ def test_budget_cosine_state_survives_a_weights_only_checkpoint(tmp_path: Path) 
     assert math.isclose(restored.get_last_lr()[0], scheduler.get_last_lr()[0])
 
 
-def assert_training_unaffected(module: PetLocModule, plain: PetLocModule, images: Tensor) -> None:
-    """Test-time options leave training alone: in train mode both modules predict the same boxes."""
-    module.train(), plain.train()
-    with torch.no_grad():
-        torch.manual_seed(1)  # the same dropout draws for both
-        boxes = module(images)[0].box
-        torch.manual_seed(1)
-        torch.testing.assert_close(boxes, plain(images)[0].box)
+def test_progress_is_the_share_of_the_closer_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Steps and trainer.max_time's Timer (read through its public time_elapsed/time_remaining): the
+    schedule follows whichever budget is used up more."""
+    clock = {"now": 1000.0}
+    monkeypatch.setattr("lightning.pytorch.callbacks.timer.time.monotonic", lambda: clock["now"])
+    module = make_module()
+    timer = Timer(duration=timedelta(seconds=100))
+    trainer = SimpleNamespace(estimated_stepping_batches=40, global_step=0, callbacks=[timer])
+    module.trainer = trainer  # type: ignore[assignment]
+    timer.on_train_start(trainer, module)  # type: ignore[arg-type]
+    clock["now"] += 25
+    assert module.training_progress() == pytest.approx(0.25)  # a quarter of the time, no step yet
+    trainer.global_step = 20
+    assert module.training_progress() == pytest.approx(0.5)  # half the steps
+    clock["now"] += 100
+    assert module.training_progress() == 1.0  # past max_time: capped
+    trainer.callbacks = []  # no max_time: steps only
+    assert module.training_progress() == pytest.approx(0.5)
 
 
 def mirrored(boxes: Tensor) -> Tensor:
     return torch.stack([1 - boxes[:, 2], boxes[:, 1], 1 - boxes[:, 0], boxes[:, 3]], dim=1)
 
 
-@pytest.mark.parametrize("head", sorted(HEADS))
-def test_flip_test_makes_predictions_mirror_with_the_image(head: str) -> None:
+@pytest.mark.parametrize("head", HEADS)
+def test_the_flip_makes_predictions_mirror_with_the_image(head: str) -> None:
     """A CNN's prediction for a mirrored image is not the mirrored prediction; with the test-time flip
     both views vote, so mirroring the input mirrors the output exactly. Training is unaffected."""
-    plain = make_module(HEADS[head], mode="species", num_classes=2).eval()
-    tta = make_module(HEADS[head], mode="species", num_classes=2, flip_test=True).eval()
+    plain = make_module(head, mode="species", num_classes=2).eval()
+    tta = make_module(head, mode="species", num_classes=2, flip=True).eval()
+    assert tta.inference.flip and not plain.inference.flip
     images = make_batch(3)["image"]
     flipped = images.flip(2)  # NHWC: mirror the width
     with torch.no_grad():
@@ -325,8 +289,7 @@ def test_flip_test_makes_predictions_mirror_with_the_image(head: str) -> None:
 @pytest.mark.parametrize("scale", [1.0, 0.1])
 def test_the_backbone_learns_at_its_share_of_the_rate(scale: float) -> None:
     """Fine-tuning: two parameter groups, the backbone's at backbone_lr_scale x optimizer.lr."""
-    module = make_module()
-    module.hparams.backbone_lr_scale = scale
+    module = make_module("conv", f"backbone_lr_scale={scale}")
     optimizer = module.configure_optimizers()
     backbone, head = optimizer.param_groups
     assert {id(p) for p in backbone["params"]} == {id(p) for p in module.backbone.parameters()}

@@ -8,10 +8,9 @@ import torch
 from torch import Tensor
 
 from petloc.models.heads import HeadOutput
+from petloc.models.inference import InferenceOptions
 from petloc.models.refine import box_from_frame, crop_to_frame, refine_frame
-from tests.models.test_module import HEADS, assert_training_unaffected, make_batch, make_module
-
-SIZE = 64
+from tests.helpers import HEADS, SIZE, assert_training_unaffected, make_batch, make_module
 
 
 def test_refine_frame_scales_the_box_about_its_centre_and_clips() -> None:
@@ -73,8 +72,8 @@ def test_refinement_looks_again_at_the_crop_and_maps_its_box_back(margin: float)
     images[0, 16:32, 24:40] = 255
     images[1, 40:60, 4:30] = 255
     truth = torch.tensor([[24, 16, 40, 32], [4, 40, 30, 60]], dtype=torch.float32) / SIZE
-    module = make_module(HEADS["pooled"]).eval()
-    module.hparams.refine, module.hparams.refine_margin = True, margin
+    module = make_module("pooled", "inference.refine=true", f"inference.refine_margin={margin}").eval()
+    assert module.inference == InferenceOptions(flip=False, refine=True, refine_margin=margin)
     calls: list[Tensor] = []
     _square_finder(module, calls)
 
@@ -88,13 +87,12 @@ def test_refinement_looks_again_at_the_crop_and_maps_its_box_back(margin: float)
     assert ((box - truth).abs() <= crop_pixel).all(), (box, truth)
 
 
-@pytest.mark.parametrize("head", sorted(HEADS))
+@pytest.mark.parametrize("head", HEADS)
 def test_refinement_changes_only_the_eval_box(head: str) -> None:
     """Training ignores it; in eval mode the refined output keeps the first look's dense maps, score
     and class logits, and only the box moves."""
-    plain = make_module(HEADS[head], mode="species", num_classes=2).eval()
-    refined = make_module(HEADS[head], mode="species", num_classes=2).eval()
-    refined.hparams.refine = True
+    plain = make_module(head, mode="species", num_classes=2).eval()
+    refined = make_module(head, "inference.refine=true", mode="species", num_classes=2).eval()
     images = make_batch(3)["image"]
     with torch.no_grad():
         (a, logits_a), (b, logits_b) = plain(images), refined(images)

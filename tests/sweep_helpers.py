@@ -1,0 +1,214 @@
+"""Helpers for the tests of sweeps and their reports: a fake sweep folder written the way Lightning's
+TensorBoard logger writes one (``FakeRun``, ``write_run``, ``write_fake_sweep``, ``SWEEP``), and a client
+of the real TensorBoard server over any logdir, e.g. a real training sweep (``tensorboard_server``,
+``tensorboard_run_names``, ``wait_for_scalar_tags``, ``hparams_sessions``)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams
+
+from petloc.cli.compare import find_run_dirs
+
+T = TypeVar("T")
+
+# ---- a fake sweep ------------------------------------------------------------------------------------
+
+STEPS_PER_EPOCH = 10
+T0 = 1_700_000_000.0  # wall times are explicit so train-time fallbacks are exact
+COMMON_OVERRIDE = "trainer.max_epochs=8"
+
+
+@dataclass(frozen=True)
+class FakeRun:
+    """One run to write: val/iou by epoch (float32-exact values) and what else its folder holds."""
+
+    val_iou: Mapping[int, float]
+    n_epochs: int = 4
+    with_epoch_scalar: bool = True
+    # Also log, at each val step, the next epoch's number a little later: the clash a training log can cause.
+    epoch_clash: bool = False
+    train_time_s: float | None = None
+    hparams: Mapping[str, float | str] = field(default_factory=dict)
+    first_wall_time: float = T0
+
+
+def val_step(epoch: int) -> int:
+    """Global step of the val metrics at the end of ``epoch`` (the last training step of that epoch)."""
+    return (epoch + 1) * STEPS_PER_EPOCH - 1
+
+
+def acc50_for(iou: float) -> float:
+    """A val/acc50 derived from val/iou, so tests can predict the final value."""
+    return min(1.0, iou + 0.125)
+
+
+def write_run(run_dir: Path, run: FakeRun, overrides: list[str] | None = None) -> None:
+    """Write a run folder: ``tensorboard/`` event files, ``.hydra/overrides.yaml`` and maybe metrics.json."""
+    with SummaryWriter(log_dir=str(run_dir / "tensorboard")) as writer:
+        if run.hparams:
+            # As Lightning's TensorBoardLogger.log_hyperparams: into the run's own event file, no subfolder.
+            for summary in hparams(dict(run.hparams), {"val/iou_best": 0.0}):
+                writer.file_writer.add_summary(summary)
+        for epoch in range(run.n_epochs):
+            train_step = epoch * STEPS_PER_EPOCH + STEPS_PER_EPOCH // 2
+            writer.add_scalar(
+                "train/loss", 1.0 / (epoch + 1), train_step, walltime=run.first_wall_time + train_step
+            )
+            if run.with_epoch_scalar:
+                writer.add_scalar("epoch", epoch, train_step, walltime=run.first_wall_time + train_step)
+            if epoch not in run.val_iou:
+                continue
+            step = val_step(epoch)
+            wall_time = run.first_wall_time + step
+            writer.add_scalar("val/iou", run.val_iou[epoch], step, walltime=wall_time)
+            writer.add_scalar("val/acc50", acc50_for(run.val_iou[epoch]), step, walltime=wall_time)
+            if run.with_epoch_scalar:
+                writer.add_scalar("epoch", epoch, step, walltime=wall_time)
+            if run.epoch_clash:
+                writer.add_scalar("epoch", epoch + 1, step, walltime=wall_time + 0.5)
+    if overrides is not None:
+        (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+        (run_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    if run.train_time_s is not None:
+        (run_dir / "metrics.json").write_text(json.dumps({"val/iou": 0.5, "train_time_s": run.train_time_s}))
+
+
+def sweep_overrides(name: str) -> list[str]:
+    """Overrides of a sweep job named like Hydra's job folder, plus one every job shares."""
+    return [*Path(name).name.split(","), COMMON_OVERRIDE]
+
+
+def write_fake_sweep(root: Path, runs: Mapping[str, FakeRun]) -> Path:
+    """A multirun sweep folder: one run folder per entry, named by the (relative) key; returns ``root``."""
+    for name, run in runs.items():
+        write_run(root / name, run, sweep_overrides(name))
+    return root
+
+
+# Best first: giou 0.75 at epoch 5 (validated every 2nd epoch), the nested run 0.6875 at epoch 0,
+# 0.25/giou 0.625 at epoch 3 (with hparams), 0.25/mse 0.5 at epoch 2 (metrics.json, clashing epochs).
+SWEEP: dict[str, FakeRun] = {
+    "alpha=0.25,loss=mse": FakeRun(
+        {0: 0.25, 1: 0.375, 2: 0.5, 3: 0.4375}, epoch_clash=True, train_time_s=123.5
+    ),
+    "alpha=0.5,loss=giou": FakeRun({1: 0.375, 3: 0.625, 5: 0.75, 7: 0.6875}, n_epochs=8),
+    "alpha=0.25,loss=giou": FakeRun(
+        {0: 0.5, 1: 0.5625, 2: 0.59375, 3: 0.625}, hparams={"alpha": 0.25, "loss": "giou"}
+    ),
+    "seed_sweep/alpha=0.5,loss=mse": FakeRun({0: 0.6875, 1: 0.5, 2: 0.5, 3: 0.5}),
+}
+
+# ---- the real TensorBoard server ---------------------------------------------------------------------
+
+# The console script installed next to this interpreter: the same ``tensorboard`` a user runs.
+TENSORBOARD = Path(sys.executable).with_name("tensorboard")
+READY_TIMEOUT_S = 60.0
+HPARAMS_STATUSES = ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 free right now, so parallel test runs do not collide on 6006."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def get_json(url: str, timeout_s: float = 10.0) -> Any:
+    """GET ``url`` and decode its JSON body."""
+    with urllib.request.urlopen(url, timeout=timeout_s) as response:
+        return json.load(response)
+
+
+def wait_for(fetch: Callable[[], T | None], what: str, timeout_s: float = READY_TIMEOUT_S) -> T:
+    """Call ``fetch`` until it returns something truthy; TensorBoard loads event files in the background."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = fetch()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"TensorBoard did not serve {what} within {timeout_s:.0f} s")
+        time.sleep(0.5)
+
+
+@contextmanager
+def tensorboard_server(logdir: Path, timeout_s: float = READY_TIMEOUT_S) -> Iterator[str]:
+    """Run ``tensorboard --logdir logdir`` on a free local port; yield its base URL once it answers.
+
+    The server is terminated on exit, also when the body fails. ``--load_fast=false`` keeps the pure
+    Python loader, so no separate data-server process is left behind.
+    """
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    command = [str(TENSORBOARD), "--logdir", str(logdir), "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--load_fast=false"]
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+
+        def answers() -> bool:
+            if process.poll() is not None:
+                log.seek(0)
+                output = log.read().decode(errors="replace")[-2000:]
+                raise RuntimeError(f"TensorBoard exited with {process.returncode}:\n{output}")
+            try:
+                get_json(f"{base_url}/data/runs", timeout_s=2.0)
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                return False
+            return True
+
+        try:
+            wait_for(answers, "/data/runs", timeout_s)
+            yield base_url
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def tensorboard_run_names(logdir: Path) -> set[str]:
+    """The run names TensorBoard gives the run folders below ``logdir``: their ``tensorboard/`` paths."""
+    return {(run / "tensorboard").relative_to(logdir).as_posix() for run in find_run_dirs(logdir)}
+
+
+def wait_for_scalar_tags(
+    base_url: str, runs: set[str], tag: str = "val/iou", timeout_s: float = READY_TIMEOUT_S
+) -> dict[str, dict[str, Any]]:
+    """``/data/plugin/scalars/tags`` once every run in ``runs`` is loaded and lists ``tag``."""
+
+    def loaded() -> dict[str, dict[str, Any]] | None:
+        tags: dict[str, dict[str, Any]] = get_json(f"{base_url}/data/plugin/scalars/tags")
+        return tags if all(tag in tags.get(run, {}) for run in runs) else None
+
+    return wait_for(loaded, f"the {tag} tag of {len(runs)} run(s)", timeout_s)
+
+
+def hparams_request(route: str, request: dict[str, Any]) -> str:
+    """URL path of an hparams plugin call: the plugin takes its request proto as JSON in ``?request=``."""
+    return f"/data/plugin/hparams/{route}?" + urllib.parse.urlencode({"request": json.dumps(request)})
+
+
+def hparams_sessions(base_url: str) -> dict[str, dict[str, Any]]:
+    """Run name -> hparams of every session the hparams plugin lists (the runs that logged hparams)."""
+    request = {"experimentName": "", "allowedStatuses": HPARAMS_STATUSES, "startIndex": 0, "sliceSize": 1000}
+    groups = get_json(base_url + hparams_request("session_groups", request)).get("sessionGroups", [])
+    return {session["name"]: group["hparams"] for group in groups for session in group["sessions"]}
