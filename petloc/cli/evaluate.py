@@ -154,7 +154,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             [records[int(i)].image_id, f"{iou:.6f}"] for i, iou in zip(indices, ious, strict=True)
         )
     plot_histogram(ious, output / "iou_histogram.png")
-    save_worst(datamodule, ious, boxes, indices, cfg.worst_k, output / "worst_k.png")
+    if cfg.worst_k > 0:
+        save_worst(datamodule, ious, boxes, indices, cfg.worst_k, output / "worst_k.png")
     print(f"evaluated {cfg.ckpt_path} on {len(ious)} images -> {output}")
     print("metrics:", json.dumps({k: round(v, 4) for k, v in metrics.items()}, sort_keys=True))
     return metrics

@@ -4,8 +4,11 @@ The exported graph is :class:`petloc.models.inference.InferenceModel`: a uint8 N
 batch size) in, ``box`` [B, 4] normalized xyxy and ``score`` [B] (+ ``class_prob`` [B, C]) out, with
 the ImageNet normalization inside, so a deployment only resizes images as
 :class:`petloc.data.images.ImageReader` does. The file is then run with onnxruntime on real images
-(``check_input``, else the checkpoint's dataset folder) and compared with PyTorch; a difference
-above ``atol`` is an error, not a warning. Batch-1 median latencies of both are printed.
+(``check_input``, else the checkpoint's dataset folder) and compared with PyTorch: a box that moves
+by more than ``atol_px`` pixels of the model's input, or a score or class probability that differs
+by more than ``atol_prob``, is an error, not a warning. Batch-1 median latencies of both are printed,
+with the same network's single look (inference options off) beside them: the inference options'
+cost as a ratio, in PyTorch and in onnxruntime.
 """
 
 from __future__ import annotations
@@ -14,9 +17,11 @@ import os
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
+import dataclasses
 import json
 import logging
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,7 +39,7 @@ from petloc.checkpoint import load_model
 from petloc.data.formats import read_dataset
 from petloc.data.images import IMAGE_ERRORS, ImageReader, list_images
 from petloc.data.records import DatasetError
-from petloc.models.inference import InferenceModel
+from petloc.models.inference import InferenceModel, InferenceOptions
 
 log = logging.getLogger(__name__)
 
@@ -99,11 +104,17 @@ def load_check_images(cfg: DictConfig, model_cfg: DictConfig, reader: ImageReade
 
 
 def check_onnx(
-    session: ort.InferenceSession, model: InferenceModel, images: torch.Tensor, atol: float
-) -> float:
-    """Largest absolute difference between onnxruntime and PyTorch over all outputs, on the batch
-    and on its first image alone (batch 1); raises :class:`OnnxMismatchError` above ``atol``."""
-    worst = 0.0
+    session: ort.InferenceSession,
+    model: InferenceModel,
+    images: torch.Tensor,
+    atol_px: float,
+    atol_prob: float,
+) -> dict[str, float]:
+    """Largest differences between onnxruntime and PyTorch, on the batch and on its first image alone
+    (batch 1): ``box_px`` (box coordinates, in pixels of the model's input) and ``prob`` (score and
+    class probabilities). Raises :class:`OnnxMismatchError` above ``atol_px`` or ``atol_prob``."""
+    side = images.shape[1]  # square input: a normalized coordinate times the side is pixels
+    worst = {"box_px": 0.0, "prob": 0.0}
     for batch in (images, images[:1]):
         with torch.inference_mode():
             expected = [t.numpy() for t in model(batch)]
@@ -111,13 +122,15 @@ def check_onnx(
         for name, ref, out in zip(model.output_names, expected, got, strict=True):
             if ref.shape != out.shape:
                 raise OnnxMismatchError(f"output {name}: onnxruntime shape {out.shape}, PyTorch {ref.shape}")
-            diff = float(np.abs(ref - out).max())
+            kind, scale, atol = ("box_px", side, atol_px) if name == "box" else ("prob", 1.0, atol_prob)
+            diff = float(np.abs(ref - out).max()) * scale
             if not diff <= atol:
+                limit = f"atol_px={atol} px" if kind == "box_px" else f"atol_prob={atol}"
                 raise OnnxMismatchError(
-                    f"output {name} (batch {len(batch)}): onnxruntime differs from PyTorch by {diff:.3g} "
-                    f"> atol={atol}; the exported graph does not compute what the model does"
+                    f"output {name} (batch {len(batch)}): onnxruntime differs from PyTorch by {diff:.3g} > "
+                    f"{limit}; the exported graph does not compute what the model does"
                 )
-            worst = max(worst, diff)
+            worst[kind] = max(worst[kind], diff)
     return worst
 
 
@@ -133,6 +146,25 @@ def median_ms(fn: Callable[[], Any], runs: int, warmup: int = 5) -> float:
     return statistics.median(times)
 
 
+def onnx_latency_ms(model: InferenceModel, images: torch.Tensor, path: Path, runs: int) -> float:
+    """Batch-1 median latency of ``model`` exported to ``path`` and run by onnxruntime."""
+    export_onnx(model, images, path)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    one = images[:1].numpy()
+    return median_ms(lambda: session.run(None, {"images": one}), runs)
+
+
+def torch_latency_ms(model: InferenceModel, images: torch.Tensor, runs: int) -> float:
+    """Batch-1 median latency of ``model`` in eager PyTorch."""
+    one = images[:1]
+
+    def run() -> None:
+        with torch.inference_mode():
+            model(one)
+
+    return median_ms(run, runs)
+
+
 def export(cfg: DictConfig) -> dict[str, Any]:
     """Export ``cfg.ckpt_path`` to ``cfg.output``, check it, time it; returns the check's numbers."""
     module, model_cfg = load_model(cfg.ckpt_path, cfg)
@@ -142,29 +174,39 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     output = Path(cfg.output)
     export_onnx(model, images, output)
     session = ort.InferenceSession(str(output), providers=["CPUExecutionProvider"])
-    max_abs_diff = check_onnx(session, model, images, cfg.atol)
-    one = images[:1]
-    one_np = one.numpy()
-
-    def run_torch() -> None:
-        with torch.inference_mode():
-            model(one)
-
+    diffs = check_onnx(session, model, images, cfg.atol_px, cfg.atol_prob)
+    one = images[:1].numpy()
+    # the same network without inference options, timed the same way: what the options cost
+    single = InferenceModel(module, InferenceOptions())
+    with tempfile.TemporaryDirectory() as tmp:
+        single_onnx_ms = onnx_latency_ms(single, images, Path(tmp) / "single.onnx", cfg.latency_runs)
+    latency = {
+        "torch_latency_ms": torch_latency_ms(model, images, cfg.latency_runs),
+        "onnxruntime_latency_ms": median_ms(lambda: session.run(None, {"images": one}), cfg.latency_runs),
+        "torch_single_look_ms": torch_latency_ms(single, images, cfg.latency_runs),
+        "onnxruntime_single_look_ms": single_onnx_ms,
+    }
     report = {
         "onnx": str(output),
         "outputs": model.output_names,
+        "inference": dataclasses.asdict(module.inference),
         "n_check_images": len(images),
-        "max_abs_diff": max_abs_diff,
-        "torch_latency_ms": median_ms(run_torch, cfg.latency_runs),
-        "onnxruntime_latency_ms": median_ms(lambda: session.run(None, {"images": one_np}), cfg.latency_runs),
+        "max_box_diff_px": diffs["box_px"],
+        "max_prob_diff": diffs["prob"],
+        **latency,
+        "torch_ratio": latency["torch_latency_ms"] / latency["torch_single_look_ms"],
+        "onnxruntime_ratio": latency["onnxruntime_latency_ms"] / latency["onnxruntime_single_look_ms"],
     }
     print(f"exported {cfg.ckpt_path} -> {output}")
     print(
-        f"onnxruntime vs PyTorch on {len(images)} images: max abs diff {max_abs_diff:.2e} (atol {cfg.atol})"
+        f"onnxruntime vs PyTorch on {len(images)} images: boxes within {diffs['box_px']:.2g} px "
+        f"(atol_px {cfg.atol_px}), probabilities within {diffs['prob']:.2g} (atol_prob {cfg.atol_prob})"
     )
     print(
-        f"batch-1 median latency: PyTorch {report['torch_latency_ms']:.2f} ms, "
-        f"onnxruntime {report['onnxruntime_latency_ms']:.2f} ms"
+        f"batch-1 median latency: PyTorch {latency['torch_latency_ms']:.2f} ms "
+        f"({report['torch_ratio']:.2f}x a single look's {latency['torch_single_look_ms']:.2f} ms), "
+        f"onnxruntime {latency['onnxruntime_latency_ms']:.2f} ms "
+        f"({report['onnxruntime_ratio']:.2f}x a single look's {latency['onnxruntime_single_look_ms']:.2f} ms)"
     )
     print(json.dumps(report))
     return report

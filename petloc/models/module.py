@@ -21,7 +21,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from petloc.metrics import LocalizationMetrics
 from petloc.models.heads import HeadOutput
 from petloc.models.inference import InferenceOptions
-from petloc.models.refine import box_from_frame, crop_to_frame, refine_frame
+from petloc.models.refine import box_from_frame, crop_to_frame, refine_frame, rescale_box
 from petloc.modes import Mode
 from petloc.viz import box_grid
 
@@ -90,23 +90,29 @@ class PetLocModule(L.LightningModule):
         x = images.permute(0, 3, 1, 2).float()
         return ((x - self.pixel_mean) / self.pixel_std).contiguous(memory_format=torch.channels_last)
 
-    def forward(self, images: Tensor) -> tuple[HeadOutput, Tensor | None]:
-        """In eval mode, with the test-time flip and the zoom-in refinement when they are on: what
-        validation, eval, predict and export see. A refined output keeps the whole image's dense maps,
-        score and class logits; only its box is the second look's (:mod:`petloc.models.refine`), so a
-        dense head's val loss is its first look's and a global head's is that of the refined box."""
+    def forward(
+        self, images: Tensor, options: InferenceOptions | None = None
+    ) -> tuple[HeadOutput, Tensor | None]:
+        """In eval mode, with the test-time flip and the zoom-in refinement when they are on
+        (``options``, else the run's ``inference``): what validation, eval, predict and export see. A
+        refined output keeps the whole image's dense maps, score and class logits; only its box is the
+        second look's (:mod:`petloc.models.refine`), so a dense head's val loss is its first look's
+        and a global head's is that of the refined box."""
+        options = options or self.inference
         x = self.preprocess(images)
-        out, logits = self._views(x)
-        if self.inference.refine and not self.training:
-            frame = refine_frame(out.box.detach().float().clamp(0, 1), self.inference.refine_margin)
-            zoomed, _ = self._views(crop_to_frame(x, frame))
-            out = replace(out, box=box_from_frame(zoomed.box.float(), frame).to(out.box.dtype))
+        out, logits = self._views(x, options.flip)
+        if options.refine and not self.training:
+            frame = refine_frame(out.box.detach().float().clamp(0, 1), options.refine_margin)
+            side = options.refine_size or x.shape[-1]
+            zoomed, _ = self._views(crop_to_frame(x, frame, side), options.flip)
+            crop_box = rescale_box(zoomed.box.float(), x.shape[-1] / side)
+            out = replace(out, box=box_from_frame(crop_box, frame).to(out.box.dtype))
         return out, logits
 
-    def _views(self, x: Tensor) -> tuple[HeadOutput, Tensor | None]:
-        """The network on ``x``, and in eval mode with ``inference.flip`` also on its mirror image."""
+    def _views(self, x: Tensor, flip: bool) -> tuple[HeadOutput, Tensor | None]:
+        """The network on ``x``, and in eval mode with ``flip`` also on its mirror image."""
         out, logits = self._predict(x)
-        if self.inference.flip and not self.training:
+        if flip and not self.training:
             # test-time flip: the mirrored image votes too (validation, eval, predict and export alike)
             mirrored, mirrored_logits = self._predict(x.flip(-1))
             out = self.head.merge_mirrored(out, mirrored)
@@ -119,11 +125,12 @@ class PetLocModule(L.LightningModule):
         logits = self.classifier(features[-1].mean(dim=(2, 3))) if self.classifier is not None else None
         return self.head(features), logits
 
-    def predict_boxes(self, images: Tensor) -> dict[str, Tensor]:
-        """What eval, predict and export return: ``box`` [B, 4] clipped to the frame, ``score`` [B]
-        (the centre head's softmax mass around the chosen cell; 1.0 for global heads, which have no
-        notion of confidence) and, in class-aware modes, ``class_prob`` [B, C]."""
-        out, logits = self(images)
+    def predict_boxes(self, images: Tensor, options: InferenceOptions | None = None) -> dict[str, Tensor]:
+        """What eval, predict and export return, with ``options`` (else the run's ``inference``):
+        ``box`` [B, 4] clipped to the frame, ``score`` [B] (the centre head's softmax mass around the
+        chosen cell; 1.0 for global heads, which have no notion of confidence) and, in class-aware
+        modes, ``class_prob`` [B, C]."""
+        out, logits = self(images, options)
         box = out.box.float().clamp(0, 1)
         # a probability mass: clamped, as a sum of float32 softmax terms can exceed 1 by rounding
         score = out.score.float().clamp(0, 1) if out.score is not None else box.new_ones(box.shape[0])

@@ -7,27 +7,23 @@ again sees the object two to three times larger; the second box, mapped back fro
 image, is the prediction. The network needs no training for it: box-safe crops and scale jitter
 already show it objects that fill most of the frame.
 
-Everything here is tensor arithmetic and ``torchvision.ops.roi_align``, so the exported ONNX graph
-contains the refinement too.
+Everything here is tensor arithmetic, so the exported ONNX graph contains the refinement too.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torchvision.ops import roi_align
 
-# The crop's size over the first box's: the default of ``refine_margin`` (1.4-1.8 all gain on the
-# real sample, RESULTS.md), also what checkpoints trained before the option existed get.
+# The crop's size over the first box's: the default of ``inference.refine_margin`` (RESULTS.md).
 DEFAULT_MARGIN = 1.6
 
 
 def refine_frame(box: Tensor, margin: float) -> Tensor:
     """[B, 4] normalized xyxy frames: ``box`` scaled by ``margin`` about its centre, clipped to the image.
 
-    A NaN coordinate (a diverged network) becomes 0, an empty frame: roi_align reads memory out of
-    bounds for NaN coordinates (a segfault, not an error), and the NaN box is reported by the metrics
-    and the loss anyway.
+    A NaN coordinate (a diverged network) becomes 0, an empty frame, so the crop stays finite; the NaN
+    box is reported by the metrics and the loss anyway.
     """
     centre = (box[:, :2] + box[:, 2:]) / 2
     half = (box[:, 2:] - box[:, :2]) * (margin / 2)
@@ -35,14 +31,46 @@ def refine_frame(box: Tensor, margin: float) -> Tensor:
     return torch.where(frame.isnan(), torch.zeros_like(frame), frame)
 
 
-def crop_to_frame(x: Tensor, frame: Tensor) -> Tensor:
-    """Bilinear crops of the NCHW batch ``x`` to ``frame`` (normalized xyxy), each resized to x's size."""
-    b, _, h, w = x.shape
-    scale = torch.tensor([w, h, w, h], dtype=x.dtype, device=x.device)
-    index = torch.arange(b, dtype=x.dtype, device=x.device).view(b, 1)
-    rois = torch.cat([index, frame.to(x.dtype) * scale], dim=1)
-    crops = roi_align(x, rois, output_size=(h, w), spatial_scale=1.0, sampling_ratio=2, aligned=True)
+def _bilinear_weights(start: Tensor, end: Tensor, size_in: int, size_out: int) -> Tensor:
+    """[B, size_out, size_in] bilinear interpolation weights along one axis: output pixel ``o`` samples
+    the input at its centre's position in the frame [``start``, ``end``] (normalized, per sample);
+    coordinates past the outer pixel centres take the edge pixel (grid_sample's border padding)."""
+    centres = (torch.arange(size_out, dtype=start.dtype, device=start.device) + 0.5) / size_out
+    source = (start[:, None] + centres * (end - start)[:, None]) * size_in - 0.5  # input pixel units
+    source = source.clamp(0, size_in - 1)
+    pixels = torch.arange(size_in, dtype=start.dtype, device=start.device)
+    return (1 - (source[..., None] - pixels).abs()).clamp_min(0)  # the tent function: bilinear
+
+
+def crop_to_frame(x: Tensor, frame: Tensor, size: int | None = None) -> Tensor:
+    """Bilinear crops of the NCHW batch ``x`` to ``frame`` (normalized xyxy), each resampled to
+    ``size`` x ``size`` (None: x's own size).
+
+    One bilinear sample at each output pixel's centre, the same as ``grid_sample`` with
+    ``align_corners=False`` and border padding, computed as two batched matrix products (rows, then
+    columns): bilinear interpolation is separable. A zoom-in crop enlarges, so one sample per output
+    pixel loses nothing. Matrix products are what every runtime does fastest: onnxruntime's
+    GridSample (and RoiAlign) run a single-threaded loop that cost as much as a third of the network.
+    """
+    _, _, h, w = x.shape
+    frame = frame.to(x.dtype)
+    rows = _bilinear_weights(frame[:, 1], frame[:, 3], h, size or h)  # [B, out_h, h]
+    cols = _bilinear_weights(frame[:, 0], frame[:, 2], w, size or w)  # [B, out_w, w]
+    crops = rows.unsqueeze(1) @ x.contiguous() @ cols.transpose(1, 2).unsqueeze(1)
     return crops.contiguous(memory_format=torch.channels_last)
+
+
+def rescale_box(box: Tensor, factor: float) -> Tensor:
+    """[B, 4] xyxy boxes with width and height times ``factor``, about their centres.
+
+    A network measures box sizes in units of the input side it was trained at: shown a crop resampled
+    to a smaller side, it sees the object smaller in pixels and reports it smaller by the sides' ratio
+    (centres, which it places relative to its grid, are unaffected). ``factor`` = trained side over
+    the side it was shown undoes that.
+    """
+    centre = (box[:, :2] + box[:, 2:]) / 2
+    half = (box[:, 2:] - box[:, :2]) * (factor / 2)
+    return torch.cat([centre - half, centre + half], dim=1)
 
 
 def box_from_frame(box: Tensor, frame: Tensor) -> Tensor:

@@ -102,6 +102,15 @@ def test_eval_on_a_whole_folder_with_data_overrides(
         assert sheet.size == (8 * 66 + 2, 2 * 66 + 2)
 
 
+def test_eval_with_worst_k_0_writes_no_sheet(
+    trained_run: TrainedRun, make_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    cfg = make_cfg(f"ckpt_path={trained_run.best}", f"output={tmp_path}", "worst_k=0", config_name="eval")
+    evaluate(cfg)
+    assert {p.name for p in tmp_path.iterdir()} >= {"metrics.json", "per_image.csv"}
+    assert not (tmp_path / "worst_k.png").exists()
+
+
 @pytest.mark.slow
 def test_console_script_writes_into_its_hydra_run_folder(
     trained_run: TrainedRun,

@@ -48,8 +48,29 @@ def test_crop_to_frame_resamples_the_frame_bilinearly() -> None:
     torch.testing.assert_close(crop[1, 2, :, 20], torch.full((SIZE,), expected[20].item()), rtol=0, atol=1e-4)
 
 
+@pytest.mark.parametrize("size", [None, 32])
+def test_crop_to_frame_equals_grid_sample(size: int | None) -> None:
+    """Oracle: torch's grid_sample, bilinear, align_corners=False, border padding, on a grid of each
+    output pixel's centre in the frame; random images, frames inside and touching the image's edges."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(5, 3, SIZE, SIZE, generator=generator)
+    corner = torch.rand(5, 2, generator=generator) * 0.6
+    frame = torch.cat([corner, corner + 0.1 + torch.rand(5, 2, generator=generator) * 0.3], dim=1)
+    frame[0] = torch.tensor([0.0, 0.0, 1.0, 1.0])  # the whole image
+    frame[1] = torch.tensor([0.7, 0.0, 1.0, 0.2])  # a corner
+    out = size or SIZE
+    centres = (torch.arange(out) + 0.5) / out
+    gx = frame[:, 0:1] + centres * (frame[:, 2:3] - frame[:, 0:1])  # [B, out], normalized
+    gy = frame[:, 1:2] + centres * (frame[:, 3:4] - frame[:, 1:2])
+    grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), dim=-1) * 2 - 1
+    expected = torch.nn.functional.grid_sample(x, grid, "bilinear", "border", align_corners=False)
+    torch.testing.assert_close(crop_to_frame(x, frame, size), expected, rtol=0, atol=1e-5)
+
+
 def _square_finder(module: torch.nn.Module, calls: list[Tensor]) -> None:
-    """Replace the network by an exact detector of bright pixels: the box of pixels above mid-grey."""
+    """Replace the network by an exact detector of bright pixels that measures as a CNN trained at
+    SIZE px does: the centre relative to its input, the width and height in units of SIZE (shown a
+    smaller input, it reports the object smaller)."""
 
     def predict(x: Tensor) -> tuple[HeadOutput, None]:
         calls.append(x)
@@ -58,22 +79,34 @@ def _square_finder(module: torch.nn.Module, calls: list[Tensor]) -> None:
         for mask in bright:
             rows, cols = mask.any(dim=1).nonzero().flatten(), mask.any(dim=0).nonzero().flatten()
             h, w = mask.shape
-            boxes.append(torch.stack([cols[0] / w, rows[0] / h, (cols[-1] + 1) / w, (rows[-1] + 1) / h]))
+            centre = torch.stack([(cols[0] + cols[-1] + 1) / (2 * w), (rows[0] + rows[-1] + 1) / (2 * h)])
+            half = torch.stack([cols[-1] + 1 - cols[0], rows[-1] + 1 - rows[0]]) / (2 * SIZE)
+            boxes.append(torch.cat([centre - half, centre + half]))
         return HeadOutput(box=torch.stack(boxes).float()), None
 
     module._predict = predict  # type: ignore[method-assign]
 
 
-@pytest.mark.parametrize("margin", [1.4, 1.6, 2.0])
-def test_refinement_looks_again_at_the_crop_and_maps_its_box_back(margin: float) -> None:
+@pytest.mark.parametrize(("margin", "refine_size"), [(1.4, None), (1.6, None), (2.0, None), (1.6, 32)])
+def test_refinement_looks_again_at_the_crop_and_maps_its_box_back(
+    margin: float, refine_size: int | None
+) -> None:
     """A white square on black, found exactly in both looks: the second look runs on the crop of the
-    first box x margin, and its box mapped back is the square's true box (to a pixel of the crop)."""
+    first box x margin, resampled to ``refine_size`` (None: SIZE), and its box mapped back is the
+    square's true box (to a pixel of the crop), its size rescaled from the smaller look's units."""
     images = torch.zeros(2, SIZE, SIZE, 3, dtype=torch.uint8)
     images[0, 16:32, 24:40] = 255
     images[1, 40:60, 4:30] = 255
     truth = torch.tensor([[24, 16, 40, 32], [4, 40, 30, 60]], dtype=torch.float32) / SIZE
-    module = make_module("pooled", "inference.refine=true", f"inference.refine_margin={margin}").eval()
-    assert module.inference == InferenceOptions(flip=False, refine=True, refine_margin=margin)
+    module = make_module(
+        "pooled",
+        "inference.refine=true",
+        f"inference.refine_margin={margin}",
+        f"inference.refine_size={refine_size or 'null'}",
+    ).eval()
+    assert module.inference == InferenceOptions(
+        flip=False, refine=True, refine_margin=margin, refine_size=refine_size
+    )
     calls: list[Tensor] = []
     _square_finder(module, calls)
 
@@ -82,8 +115,9 @@ def test_refinement_looks_again_at_the_crop_and_maps_its_box_back(margin: float)
 
     assert len(calls) == 2  # the whole image, then the crops
     frame = refine_frame(truth, margin)
-    torch.testing.assert_close(calls[1], crop_to_frame(calls[0], frame))
-    crop_pixel = (frame[:, 2:] - frame[:, :2]).repeat(1, 2) / SIZE  # one crop pixel, in image units
+    torch.testing.assert_close(calls[1], crop_to_frame(calls[0], frame, refine_size))
+    assert calls[1].shape[-1] == (refine_size or SIZE)
+    crop_pixel = (frame[:, 2:] - frame[:, :2]).repeat(1, 2) / (refine_size or SIZE)  # in image units
     assert ((box - truth).abs() <= crop_pixel).all(), (box, truth)
 
 
