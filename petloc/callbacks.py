@@ -99,9 +99,9 @@ class CloseMosaic(L.Callback):
 class PerImageIoU(L.Callback):
     """Keeps every validation image's predicted box, true box and IoU, as ``validation_step`` scored them.
 
-    A forward hook on the module sees the very output ``validation_step`` scores (same batch, same
-    precision context, the same weights: EMA swaps included), so the per-image IoUs average to the
-    logged ``val/iou`` without a second forward pass. Each validation starts a fresh record.
+    ``validation_step`` returns the boxes it scored, which Lightning hands to this callback with the
+    batch: the per-image IoUs average to the logged ``val/iou`` without a second forward pass, with
+    the weights that were validated (EMA swaps included). Each validation starts a fresh record.
     """
 
     def __init__(self) -> None:
@@ -109,16 +109,9 @@ class PerImageIoU(L.Callback):
         self.boxes: list[Tensor] = []
         self.targets: list[Tensor] = []
         self.indices: list[Tensor] = []
-        self._pred: Tensor | None = None
-        self._handle: torch.utils.hooks.RemovableHandle | None = None
-
-    def _keep(self, _module: Any, _inputs: Any, output: tuple[Any, Any]) -> None:
-        # validation_step's prediction: the head's box, clipped to the frame
-        self._pred = output[0].box.detach().float().clamp(0, 1)
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.ious, self.boxes, self.targets, self.indices = [], [], [], []
-        self._handle = pl_module.register_forward_hook(self._keep)
 
     def on_validation_batch_end(
         self,
@@ -129,18 +122,13 @@ class PerImageIoU(L.Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        assert self._pred is not None
+        pred = outputs["box"].detach().float()
         target = batch["box"].float()
-        iou, _, _ = paired_box_iou(self._pred, target)
+        iou, _, _ = paired_box_iou(pred, target)
         self.ious.append(iou.cpu())
-        self.boxes.append(self._pred.cpu())
+        self.boxes.append(pred.cpu())
         self.targets.append(target.cpu())
         self.indices.append(batch["index"].cpu())
-        self._pred = None
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        assert self._handle is not None
-        self._handle.remove()
 
     def result(self) -> tuple[np.ndarray, Tensor, Tensor, np.ndarray]:
         """(IoU [N], predicted boxes [N, 4], true boxes [N, 4], dataset index [N]) in validation order."""
@@ -191,7 +179,6 @@ class PerImageValidation(PerImageIoU):
         self.best = -math.inf
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        super().on_validation_end(trainer, pl_module)
         value = trainer.callback_metrics.get(self.monitor)
         if trainer.sanity_checking or trainer.fast_dev_run or value is None:
             return

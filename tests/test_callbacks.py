@@ -9,7 +9,6 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 import pytest
 import torch
@@ -154,16 +153,8 @@ def test_a_run_stopped_by_max_steps_in_mid_epoch_validates(
 # ---- per_image_val.csv follows the best validation ----------------------------------------------
 
 
-class BoxModule(nn.Module):
-    """Returns its input as the predicted box, in the (head output, logits) form PetLocModule returns."""
-
-    def forward(self, boxes: Tensor) -> tuple[Any, None]:
-        return SimpleNamespace(box=boxes), None
-
-
 def validate(callback: PerImageValidation, pred: Tensor, target: Tensor) -> float:
     """One validation of two batches seen by ``callback``; returns the mean IoU it logs as val/iou."""
-    module = BoxModule()
     ious = box_iou(pred, target).diagonal()
     trainer = SimpleNamespace(
         callback_metrics={"val/iou": ious.mean()},
@@ -173,11 +164,11 @@ def validate(callback: PerImageValidation, pred: Tensor, target: Tensor) -> floa
         is_global_zero=True,
         datamodule=SimpleNamespace(val_records=[SimpleNamespace(image_id=f"img{i}") for i in range(4)]),
     )
+    module = nn.Module()
     callback.on_validation_start(trainer, module)  # type: ignore[arg-type]
     for indices in (torch.tensor([2, 3]), torch.tensor([0, 1])):  # not in dataset order
-        module(pred[indices])
         batch = {"box": target[indices], "index": indices}
-        callback.on_validation_batch_end(trainer, module, None, batch, 0)  # type: ignore[arg-type]
+        callback.on_validation_batch_end(trainer, module, {"box": pred[indices]}, batch, 0)  # type: ignore[arg-type]
     callback.on_validation_end(trainer, module)  # type: ignore[arg-type]
     return float(ious.mean())
 
