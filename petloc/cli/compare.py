@@ -452,7 +452,6 @@ def configuration_rows(
             row[f"{stem}_ci_low"] = _number(spread.low if spread else None)
             row[f"{stem}_ci_high"] = _number(spread.high if spread else None)
         paired = configuration.paired
-        row["baseline"] = "" if baseline is None else ("yes" if configuration is baseline else "")
         row["iou_diff_mean"] = _number(paired.mean if paired else None)
         row["iou_diff_ci_low"] = _number(paired.low if paired else None)
         row["iou_diff_ci_high"] = _number(paired.high if paired else None)
