@@ -531,9 +531,11 @@ def format_markdown(
         f"Configurations: runs whose overrides differ only by `seed`. {measured}: mean ± standard "
         f"deviation over the runs, and the {percent} t interval of the mean."
     ]
+    labels = short_labels(configurations)
     if baseline is not None:
+        baseline_label = labels[list(configurations).index(baseline)]
         lines.append(
-            f"Against the baseline `{baseline.label}`: mean per-image IoU difference on the same validation "
+            f"Against the baseline `{baseline_label}`: mean per-image IoU difference on the same validation "
             f"images (runs paired by seed, pooled), its {percent} bootstrap interval over images "
             f"({BOOTSTRAP_RESAMPLES:,} resamples, seed {BOOTSTRAP_SEED}), the shares of images better / "
             "worse, and the verdict: better or worse when the interval excludes 0."
@@ -552,7 +554,7 @@ def format_markdown(
         header += ["Δ IoU vs baseline", f"{percent} CI", "images better / worse", "verdict"]
         align += ["---:", "---:", "---:", ":---"]
     body = []
-    for configuration, short in zip(configurations, short_labels(configurations), strict=True):
+    for configuration, short in zip(configurations, labels, strict=True):
         seeds = ",".join(str(seed) for seed in configuration.seeds if seed is not None)
         row = [short, str(len(configuration.runs)), seeds, *_spread_cells(configuration.spread())]
         for metric in metrics:
