@@ -1,10 +1,13 @@
 """Helpers for the tests of sweeps and their reports: a fake sweep folder written the way Lightning's
-TensorBoard logger writes one (``FakeRun``, ``write_run``, ``write_fake_sweep``, ``SWEEP``), and a client
-of the real TensorBoard server over any logdir, e.g. a real training sweep (``tensorboard_server``,
-``tensorboard_run_names``, ``wait_for_scalar_tags``, ``hparams_sessions``)."""
+TensorBoard logger writes one (``FakeRun``, ``write_run``, ``write_fake_sweep``, ``SWEEP``), run folders
+written with the standard library the way petloc-train writes them (``CsvRun``, ``write_csv_run``:
+``metrics.csv``, ``per_image_val.csv``, ``.hydra/``), and a client of the real TensorBoard server over
+any logdir, e.g. a real training sweep (``tensorboard_server``, ``tensorboard_run_names``,
+``wait_for_scalar_tags``, ``hparams_sessions``)."""
 
 from __future__ import annotations
 
+import csv
 import json
 import socket
 import subprocess
@@ -114,6 +117,63 @@ SWEEP: dict[str, FakeRun] = {
     ),
     "seed_sweep/alpha=0.5,loss=mse": FakeRun({0: 0.6875, 1: 0.5, 2: 0.5, 3: 0.5}),
 }
+
+# ---- run folders as petloc-train writes them -----------------------------------------------------
+
+PER_IMAGE_HEADER = [
+    "image",
+    "iou",
+    *(f"{kind}_{edge}" for kind in ("pred", "true") for edge in ("xmin", "ymin", "xmax", "ymax")),
+]
+
+
+@dataclass(frozen=True)
+class CsvRun:
+    """A run folder's metrics.csv (val scalars by epoch, one train/loss row per epoch), the per-image
+    IoUs of its best validation (None: no per_image_val.csv) and its seed."""
+
+    val_iou: Mapping[int, float]
+    n_epochs: int = 4
+    seed: int = 0
+    per_image: Mapping[str, float] | None = None
+    # epoch -> a later row for that epoch: what a resumed run logs when it trains an epoch again
+    relogged: Mapping[int, float] = field(default_factory=dict)
+
+
+def acc75_for(iou: float) -> float:
+    """A val/acc75 derived from val/iou, so tests can predict the value at the best epoch."""
+    return max(0.0, iou - 0.25)
+
+
+def write_csv_run(run_dir: Path, run: CsvRun, overrides: list[str]) -> None:
+    """``metrics.csv`` in the layout of Lightning's CSVLogger (sorted columns, a row per logging call,
+    empty cells for scalars not in that call), ``per_image_val.csv``, ``.hydra/overrides.yaml`` and
+    ``.hydra/config.yaml`` (its ``seed``)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    columns = ["epoch", "step", "train/loss", "val/acc75", "val/iou"]
+    rows: list[dict[str, float | int]] = []
+    for epoch in range(run.n_epochs):
+        step = val_step(epoch)
+        if epoch in run.val_iou:
+            iou = run.val_iou[epoch]
+            rows.append({"epoch": epoch, "step": step, "val/acc75": acc75_for(iou), "val/iou": iou})
+        rows.append({"epoch": epoch, "step": step, "train/loss": 1.0 / (epoch + 1)})
+    for epoch, iou in run.relogged.items():
+        rows.append({"epoch": epoch, "step": val_step(epoch), "val/acc75": acc75_for(iou), "val/iou": iou})
+    with (run_dir / "metrics.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    if run.per_image is not None:
+        with (run_dir / "per_image_val.csv").open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(PER_IMAGE_HEADER)
+            for image, iou in run.per_image.items():
+                writer.writerow([image, f"{iou:.6f}", 0.25, 0.25, 0.75, 0.75, 0.25, 0.25, 0.75, 0.75])
+    (run_dir / ".hydra").mkdir(exist_ok=True)
+    (run_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    (run_dir / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"seed": run.seed, "alpha": 0.5}))
+
 
 # ---- the real TensorBoard server ---------------------------------------------------------------------
 

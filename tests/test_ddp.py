@@ -8,6 +8,7 @@ world size by repeating images, which would weigh those images twice in every lo
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -80,6 +81,11 @@ def test_ddp_on_two_cpu_processes_logs_the_single_process_val_iou(
         if "ModelCheckpoint" in k and v["monitor"] == "val/iou"
     ]
     assert score == pytest.approx(logged["val/iou"][best_epoch], abs=1e-7)
+    # per_image_val.csv: both ranks' shares of the best validation, every val image once
+    with (run / "per_image_val.csv").open(newline="") as handle:
+        per_image = {row["image"]: float(row["iou"]) for row in csv.DictReader(handle)}
+    assert sorted(per_image) == sorted(r.image_id for r in datamodule.val_records)
+    assert sum(per_image.values()) / n_val == pytest.approx(logged["val/iou"][best_epoch], abs=1e-5)
 
     single = evaluate(
         make_cfg(

@@ -34,6 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from petloc import CONFIG_DIR
 from petloc.checkpoint import AtomicCheckpointIO, remove_orphans
+from petloc.cli.compare import compare_runs
 from petloc.models.module import PetLocModule
 from petloc.train import train
 from tests.conftest import PETLOC_TRAIN, REPO, event_scalars
@@ -259,6 +260,16 @@ def test_a_killed_run_resumes_where_its_last_checkpoint_left_off(tmp_path: Path,
     assert float(checkpoint_callback_state(final_best, "val/iou")["best_model_score"]) == pytest.approx(
         metrics["val/iou_best"]
     )
+
+    # metrics.csv kept the killed part's rows and continued them: one val/iou per epoch, the resumed
+    # run's for the epochs it trained; per_image_val.csv is of the best validation of either part
+    (summary,) = compare_runs([run])
+    assert [e for e, _ in summary.iou_curve] == list(range(max_epochs))
+    assert [v for e, v in summary.iou_curve if e > epoch] == pytest.approx(val_iou)
+    assert summary.best_iou == pytest.approx(metrics["val/iou_best"])
+    assert summary.per_image is not None
+    per_image_mean = sum(summary.per_image.values()) / len(summary.per_image)
+    assert per_image_mean == pytest.approx(metrics["val/iou_best"], abs=1e-5)
 
 
 # ---- 2. a crash while a checkpoint is written never tears it ------------------------------------

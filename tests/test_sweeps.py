@@ -30,7 +30,7 @@ from hydra.core.hydra_config import HydraConfig
 from joblib import cpu_count
 
 from petloc import CONFIG_DIR
-from petloc.cli.compare import compare_runs, plot_iou_curves
+from petloc.cli.compare import compare_runs, group_runs, plot_iou_curves
 from petloc.train import cpu_budget, limit_cpu_use
 from tests.rendezvous import ENV_VAR
 from tests.sweep_helpers import (
@@ -139,6 +139,7 @@ def test_sweep_jobs_are_complete_run_folders_named_by_overrides(acceptance_sweep
     for name, (loss, alpha) in expected.items():
         job = jobs[name]
         assert list((job / "tensorboard").glob("events.out.tfevents.*")), name
+        assert (job / "metrics.csv").is_file() and (job / "per_image_val.csv").is_file(), name
         assert (job / "checkpoints" / "best.ckpt").is_file(), name
         assert (job / "checkpoints" / "last.ckpt").is_file(), name
         metrics = metrics_of(job)
@@ -160,25 +161,83 @@ def test_compare_tabulates_and_plots_every_job(acceptance_sweep: Path) -> None:
     jobs = job_dirs(acceptance_sweep)
     best_ious = {name: metrics_of(job)["val/iou_best"] for name, job in jobs.items()}
     assert len(set(best_ious.values())) == len(jobs), "a row could then match another job's metrics"
-    with (acceptance_sweep / "comparison.csv").open(newline="") as handle:
+    with (acceptance_sweep / "comparison_runs.csv").open(newline="") as handle:
         rows = {row["run"]: row for row in csv.DictReader(handle)}
     assert set(rows) == set(jobs)
     for name, row in rows.items():
         assert float(row["best_val_iou"]) == pytest.approx(best_ious[name], abs=1e-6)
-    table = (acceptance_sweep / "comparison.md").read_text().splitlines()
+    runs_table = (acceptance_sweep / "comparison.md").read_text().split("Runs, best first:")[1]
+    table = [line for line in runs_table.splitlines() if line.startswith("|")]
     assert len(table) == 2 + len(jobs)
     assert all(any(name in line for line in table) for name in jobs)
 
     height, width, _ = matplotlib.image.imread(acceptance_sweep / "iou_curves.png").shape
     assert width > 500 and height > 300
     # The same figure, built in-process: one two-epoch line per job, labelled by what differs.
-    axes = plot_iou_curves(compare_runs([acceptance_sweep])).axes[0]
+    axes = plot_iou_curves(group_runs(compare_runs([acceptance_sweep]))).axes[0]
     labels = [str(line.get_label()) for line in axes.get_lines()]
     assert [len(line.get_xdata()) for line in axes.get_lines()] == [2] * 4
     assert {frozenset(label.split(",")) for label in labels} == {
         frozenset({f"loss={loss}", f"alpha={alpha}"}) for loss, alpha in expected_job_names().values()
     }
     assert [text.get_text() for text in axes.get_legend().get_texts()] == labels
+
+
+# --- seeds as a sweep axis: groups of three, compared on the same images ------------------------------
+
+SEEDS = ("0", "1", "2")
+# One epoch each, validated every second epoch (the default): the run a new user tries first.
+ONE_EPOCH = (
+    *(o for o in SMALL if not o.startswith(("trainer.check_val_every_n_epoch", "trainer.max_epochs"))),
+    "trainer.max_epochs=1",
+)
+
+
+@pytest.fixture(scope="module")
+def seeded_sweep(tmp_path_factory: pytest.TempPathFactory, sweep_env: dict[str, str]) -> Path:
+    """``petloc-train -m seed=0,1,2 loss=giou,mse trainer.max_epochs=1``: six jobs, run once."""
+    cwd = tmp_path_factory.mktemp("seeded")
+    result = petloc_train(
+        cwd, f"seed={','.join(SEEDS)}", f"loss={','.join(LOSSES)}", *ONE_EPOCH, env=sweep_env
+    )
+    assert result.returncode == 0, output_tail(result)
+    return cwd / "sweep"
+
+
+@pytest.mark.slow
+def test_a_seeded_sweep_compares_groups_of_three(seeded_sweep: Path) -> None:
+    jobs = job_dirs(seeded_sweep)
+    expected = {
+        override_dirname(f"seed={s}", f"loss={loss}", *ONE_EPOCH): (s, loss) for s in SEEDS for loss in LOSSES
+    }
+    assert set(jobs) == set(expected)  # the seed is part of every job's folder name
+    for name, job in jobs.items():
+        assert metrics_of(job)["epochs"] == 1
+        assert {"metrics.csv", "per_image_val.csv"} <= {p.name for p in job.iterdir()}, name
+        assert (job / "checkpoints" / "best.ckpt").is_file() and (job / "checkpoints" / "last.ckpt").is_file()
+
+    command = [str(PETLOC_COMPARE), str(seeded_sweep), "--metric", "val/acc75", "--baseline", "loss=giou"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, output_tail(result)
+
+    with (seeded_sweep / "comparison.csv").open(newline="") as handle:
+        rows = {row["configuration"]: row for row in csv.DictReader(handle)}
+    assert set(rows) == {f"loss={loss}" for loss in LOSSES}
+    for loss in LOSSES:
+        row = rows[f"loss={loss}"]
+        group = [metrics_of(jobs[name]) for name, (_, job_loss) in expected.items() if job_loss == loss]
+        assert (row["runs"], row["seeds"], row["not_ranked"]) == ("3", " ".join(SEEDS), "")
+        best = [m["val/iou_best"] for m in group]
+        assert float(row["best_val_iou_mean"]) == pytest.approx(sum(best) / 3, abs=1e-6)
+        assert float(row["val_acc75_mean"]) == pytest.approx(sum(m["val/acc75"] for m in group) / 3, abs=1e-6)
+    assert rows["loss=giou"]["verdict"] == "baseline"
+    assert rows["loss=mse"]["verdict"] in ("better", "worse", "not distinguishable")
+    # every seed's mse run paired with the giou run of its seed: the same split, the same images
+    with (
+        seeded_sweep / override_dirname("seed=0", "loss=mse", *ONE_EPOCH) / "per_image_val.csv"
+    ).open() as f:
+        per_seed = len(list(csv.DictReader(f)))
+    assert int(rows["loss=mse"]["paired_images"]) == 3 * per_seed
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,10 @@
 """petloc.train.train end to end on the synthetic set: wiring for every mode and head, and one real run
-whose run folder (TensorBoard events, checkpoints, metrics.json) is what README.md ("What a run leaves")
-promises."""
+whose run folder (TensorBoard events, metrics.csv, checkpoints, metrics.json) is what README.md ("What a
+run leaves") promises."""
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from collections.abc import Callable
@@ -101,6 +102,19 @@ def test_short_run_logs_scalars_directly_in_tensorboard(short_run: tuple[dict[st
     per_epoch = logged["val/iou"]  # the two validations, and nothing else (the test below)
     assert per_epoch[-1] == pytest.approx(metrics["val/iou"])
     assert max(per_epoch) == pytest.approx(metrics["val/iou_best"])
+
+
+def test_metrics_csv_holds_the_scalars_tensorboard_holds(short_run: tuple[dict[str, float], Path]) -> None:
+    """metrics.csv at the run folder's top: a row per logging call (with its epoch and step), and per
+    scalar the same values, in the same order, as the event files."""
+    _, output = short_run
+    with (output / "metrics.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    logged = scalars(output / "tensorboard")
+    assert set(rows[0]) - {"step"} == set(logged)
+    for tag, values in logged.items():
+        assert [float(row[tag]) for row in rows if row[tag]] == pytest.approx(values), tag
+    assert [int(row["epoch"]) for row in rows if row["val/iou"]] == [0, 1]
 
 
 def test_tensorboard_holds_only_measured_values(short_run: tuple[dict[str, float], Path]) -> None:

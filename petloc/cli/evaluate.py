@@ -14,7 +14,6 @@ import os
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-import csv
 import json
 from pathlib import Path
 from typing import Any
@@ -34,57 +33,10 @@ from PIL import Image
 from torch import Tensor
 
 from petloc import CONFIG_DIR
+from petloc.callbacks import PerImageIoU, write_per_image_csv
 from petloc.checkpoint import load_model
 from petloc.data.datamodule import LocalizationDataModule
-from petloc.metrics import paired_box_iou
 from petloc.viz import box_grid
-
-
-class PerImageIoU(L.Callback):
-    """Keeps every validation image's predicted box and IoU, as ``validation_step`` computed them.
-
-    A forward hook on the module sees the very output ``validation_step`` scores (same batch, same
-    precision context), so the per-image IoUs average to the logged ``val/iou`` without a second
-    forward pass.
-    """
-
-    def __init__(self) -> None:
-        self.ious: list[Tensor] = []
-        self.boxes: list[Tensor] = []
-        self.indices: list[Tensor] = []
-        self._pred: Tensor | None = None
-        self._handle: torch.utils.hooks.RemovableHandle | None = None
-
-    def _keep(self, _module: Any, _inputs: Any, output: tuple[Any, Any]) -> None:
-        # validation_step's prediction: the head's box, clipped to the frame
-        self._pred = output[0].box.detach().float().clamp(0, 1)
-
-    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._handle = pl_module.register_forward_hook(self._keep)
-
-    def on_validation_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        outputs: Any,
-        batch: dict[str, Tensor],
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        assert self._pred is not None
-        iou, _, _ = paired_box_iou(self._pred, batch["box"].float())
-        self.ious.append(iou.cpu())
-        self.boxes.append(self._pred.cpu())
-        self.indices.append(batch["index"].cpu())
-        self._pred = None
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        assert self._handle is not None
-        self._handle.remove()
-
-    def result(self) -> tuple[np.ndarray, Tensor, np.ndarray]:
-        """(IoU [N], predicted boxes [N, 4], dataset index [N]) in validation order."""
-        return torch.cat(self.ious).numpy(), torch.cat(self.boxes), torch.cat(self.indices).numpy()
 
 
 def plot_histogram(ious: np.ndarray, path: Path) -> None:
@@ -141,18 +93,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         callbacks=[collector],
     )
     (logged,) = trainer.validate(module, datamodule=datamodule)
-    ious, boxes, indices = collector.result()
+    result = collector.result()
+    ious, boxes, _, indices = result
     metrics: dict[str, Any] = {k: float(v) for k, v in logged.items() if k != "val/iou_best"}
     metrics["n_images"] = len(ious)
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
 
-    records = datamodule.val_records
-    with (output / "per_image.csv").open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["image", "iou"])
-        writer.writerows(
-            [records[int(i)].image_id, f"{iou:.6f}"] for i, iou in zip(indices, ious, strict=True)
-        )
+    write_per_image_csv(output / "per_image.csv", datamodule.val_records, result)
     plot_histogram(ious, output / "iou_histogram.png")
     if cfg.worst_k > 0:
         save_worst(datamodule, ious, boxes, indices, cfg.worst_k, output / "worst_k.png")

@@ -178,7 +178,9 @@ class PetLocModule(L.LightningModule):
         self.log("train/mosaic", batch["mosaic"].float().mean(), on_step=False, on_epoch=True)
         return loss
 
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        """Score one batch; returns the boxes it scored (``box``), for callbacks that keep per-image
+        results (:class:`petloc.callbacks.PerImageIoU`)."""
         loss, out, logits = self._step(batch)
         target = batch["box"].float()
         pred = out.box.float().clamp(0, 1)
@@ -190,6 +192,7 @@ class PetLocModule(L.LightningModule):
         if batch_idx == 0 and self.log_images:
             k = self.log_images
             self._image_grid = box_grid(batch["image"][:k], pred[:k], target[:k])
+        return {"box": pred}
 
     def on_validation_epoch_end(self) -> None:
         m = self.val_metrics.compute()

@@ -39,7 +39,8 @@ def logged(run_dir: Path, tag: str) -> list[float]:
 def read_per_image(path: Path) -> dict[str, float]:
     with path.open() as f:
         rows = list(csv.DictReader(f))
-    assert rows and list(rows[0]) == ["image", "iou"]
+    boxes = [f"{kind}_{edge}" for kind in ("pred", "true") for edge in ("xmin", "ymin", "xmax", "ymax")]
+    assert rows and list(rows[0]) == ["image", "iou", *boxes]
     return {row["image"]: float(row["iou"]) for row in rows}
 
 
@@ -72,6 +73,10 @@ def test_eval_reproduces_the_logged_val_iou_of_the_best_epoch(
     assert len(ious) == metrics["n_images"]
     assert np.mean(list(ious.values())) == pytest.approx(metrics["val/iou"], abs=1e-6)
     assert np.mean([v >= 0.5 for v in ious.values()]) == pytest.approx(metrics["val/acc50"], abs=1e-6)
+    # what training wrote for its best validation is what evaluating best.ckpt gives, image by image
+    during_training = read_per_image(trained_run.run_dir / "per_image_val.csv")
+    assert during_training.keys() == ious.keys()
+    assert [during_training[image] for image in ious] == pytest.approx(list(ious.values()), abs=1e-4)
     with Image.open(out / "worst_k.png") as sheet:  # 4 tiles of 64 px, 2 px padding, one row
         assert sheet.size == (4 * 66 + 2, 66 + 2)
     with Image.open(out / "iou_histogram.png") as histogram:
