@@ -10,8 +10,8 @@ from omegaconf import OmegaConf
 def loader_workers() -> int:
     """DataLoader workers for this machine: none on 2 cores or fewer, else half the cores (at most 8).
 
-    On 2 cores a worker process competes with torch's two threads for the same cores: loading in the
-    training process gave 25% more training steps per second on the real sample (BENCHMARKS.md).
+    On 2 cores a worker process competes with torch's two threads for the same cores and slows every
+    forward pass more than loading in the training process costs.
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return 0 if cores <= 2 else min(cores // 2, 8)

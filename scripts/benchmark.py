@@ -9,7 +9,9 @@ Prints one JSON object (the names BENCHMARKS.md records its figures under):
   decode cache, augmentation, workers);
 - ``ratio_e2e_model``: e2e / model; 1.0 means the data pipeline costs nothing;
 - ``loader_ips``: images/s of the training DataLoader alone (cache warm, workers started);
-- ``infer_ips`` (batch 32) and ``infer_latency_ms`` (batch 1, median) of ``predict_boxes``;
+- ``infer_ips`` (batch 32) and ``infer_latency_ms`` (batch 1, median) of the deployed graph
+  (:class:`petloc.models.inference.InferenceModel`) with the run's inference options, and
+  ``infer_by_options``: the same two figures for those options, the single look and flip + zoom-in;
 - ``cache_build_s``/``cache_images``: a cold build of the decode cache (one-time cost);
 - ``peak_rss_mb``: peak resident memory of this process and of its loader workers.
 Warm-up steps are excluded and every figure is a median over steps or repeats.
@@ -26,6 +28,7 @@ and ``reader_s`` (seconds per format).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -50,6 +53,7 @@ from petloc import CONFIG_DIR
 from petloc.data.datamodule import LocalizationDataModule
 from petloc.data.formats import FORMATS
 from petloc.data.records import DataReport
+from petloc.models.inference import InferenceModel, InferenceOptions
 from petloc.models.module import PetLocModule
 
 REPO = Path(__file__).resolve().parent.parent
@@ -129,25 +133,42 @@ def measure_loader(dm: LocalizationDataModule, batches: int) -> float:
     return 1.0 / statistics.median(times)
 
 
-def measure_inference(module: torch.nn.Module, image_size: int, repeats: int) -> tuple[float, float]:
-    device = next(module.parameters()).device
-    module.eval()
+# The inference options timed beside the run's own: the single look and the flip + zoom-in pair.
+COMPARED_OPTIONS = {
+    "single_look": InferenceOptions(),
+    "flip_refine": InferenceOptions(flip=True, refine=True),
+}
+
+
+def measure_inference(model: InferenceModel, image_size: int, repeats: int) -> tuple[float, float]:
+    """(images/s at batch 32, median batch-1 latency in ms) of the deployed graph ``model``."""
+    device = next(model.parameters()).device
     x32 = torch.randint(0, 256, (32, image_size, image_size, 3), dtype=torch.uint8, device=device)
     x1 = x32[:1]
     with torch.inference_mode():
         for _ in range(5):
-            module.predict_boxes(x32)
-            module.predict_boxes(x1)
+            model(x32)
+            model(x1)
         t32, t1 = [], []
         for _ in range(repeats):
             start = time.perf_counter()
-            module.predict_boxes(x32)
+            model(x32)
             t32.append(time.perf_counter() - start)
         for _ in range(repeats * 10):
             start = time.perf_counter()
-            module.predict_boxes(x1)
+            model(x1)
             t1.append(time.perf_counter() - start)
     return 32 / statistics.median(t32), 1000 * statistics.median(t1)
+
+
+def measure_all_inference(module: PetLocModule, image_size: int, repeats: int) -> dict[str, Any]:
+    """The deployed graph (:class:`InferenceModel`) with the run's inference options and with each of
+    :data:`COMPARED_OPTIONS`, one after another."""
+    results = {}
+    for name, options in {"default": None, **COMPARED_OPTIONS}.items():
+        ips, latency = measure_inference(InferenceModel(module, options), image_size, repeats)
+        results[name] = {"infer_ips": round(ips, 1), "infer_latency_ms": round(latency, 3)}
+    return results
 
 
 def peak_rss_mb() -> float:
@@ -181,19 +202,22 @@ def run(overrides: list[str], steps: int, warmup: int, repeats: int) -> dict[str
         _trainer(warmup + steps, timer).fit(module, datamodule=dm)
         e2e_ips = timer.images_per_second(batch_size, warmup)
 
-        infer_ips, latency_ms = measure_inference(module, cfg.image_size, repeats)
+        module = PetLocModule(cfg, dm.class_names)  # a module without a Trainer, as deployment builds it
+        inference = measure_all_inference(module, cfg.image_size, repeats)
     return {
         "model_train_ips": round(model_ips, 1),
         "e2e_train_ips": round(e2e_ips, 1),
         "ratio_e2e_model": round(e2e_ips / model_ips, 3),
         "loader_ips": round(loader_ips, 1),
-        "infer_ips": round(infer_ips, 1),
-        "infer_latency_ms": round(latency_ms, 3),
+        "infer_ips": inference["default"]["infer_ips"],
+        "infer_latency_ms": inference["default"]["infer_latency_ms"],
+        "infer_by_options": inference,
         "cache_build_s": round(cache_build_s, 2),
         "cache_images": cache_images,
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "config": {
             "overrides": overrides,
+            "inference": dataclasses.asdict(module.inference),
             "backbone": cfg.backbone.name,
             "alpha": cfg.alpha,
             "image_size": cfg.image_size,

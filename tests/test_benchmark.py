@@ -56,7 +56,15 @@ def test_benchmark_prints_every_figure_for_the_config_it_measured(tmp_path: Path
     assert abs(report["ratio_e2e_model"] - ratio) < 2e-3  # rounded to 3 decimals
     # every boxed image of the synthetic set went through the cold cache build (test images have none)
     assert 0 < report["cache_images"] <= n
+    by_options = report["infer_by_options"]
+    assert set(by_options) == {"default", "single_look", "flip_refine"}
+    assert by_options["default"] == {
+        "infer_ips": report["infer_ips"],
+        "infer_latency_ms": report["infer_latency_ms"],
+    }
+    assert all(v["infer_ips"] > 0 and v["infer_latency_ms"] > 0 for v in by_options.values())
     config = report["config"]
+    assert config["inference"] == {"flip": False, "refine": True, "refine_margin": 1.6, "refine_size": None}
     assert (config["alpha"], config["image_size"], config["batch_size"]) == (0.5, 64, batch)
     assert (config["steps"], config["warmup"]) == (3, 1)
     assert report["machine"]["cpus"] == os.cpu_count()

@@ -13,6 +13,7 @@ Everything here is tensor arithmetic, so the exported ONNX graph contains the re
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 # The crop's size over the first box's: the default of ``inference.refine_margin`` (RESULTS.md).
@@ -31,13 +32,18 @@ def refine_frame(box: Tensor, margin: float) -> Tensor:
     return torch.where(frame.isnan(), torch.zeros_like(frame), frame)
 
 
-def _bilinear_weights(start: Tensor, end: Tensor, size_in: int, size_out: int) -> Tensor:
-    """[B, size_out, size_in] bilinear interpolation weights along one axis: output pixel ``o`` samples
-    the input at its centre's position in the frame [``start``, ``end``] (normalized, per sample);
-    coordinates past the outer pixel centres take the edge pixel (grid_sample's border padding)."""
+def _sample_centres(start: Tensor, end: Tensor, size_out: int) -> Tensor:
+    """[B, size_out] normalized image coordinates of the output pixels' centres along one axis of
+    the frames [``start``, ``end``]."""
     centres = (torch.arange(size_out, dtype=start.dtype, device=start.device) + 0.5) / size_out
-    source = (start[:, None] + centres * (end - start)[:, None]) * size_in - 0.5  # input pixel units
-    source = source.clamp(0, size_in - 1)
+    return start[:, None] + centres * (end - start)[:, None]
+
+
+def _bilinear_weights(start: Tensor, end: Tensor, size_in: int, size_out: int) -> Tensor:
+    """[B, size_out, size_in] bilinear interpolation weights along one axis: each output pixel
+    samples the input at its centre (:func:`_sample_centres`); coordinates past the outer pixel
+    centres take the edge pixel (grid_sample's border padding)."""
+    source = (_sample_centres(start, end, size_out) * size_in - 0.5).clamp(0, size_in - 1)
     pixels = torch.arange(size_in, dtype=start.dtype, device=start.device)
     return (1 - (source[..., None] - pixels).abs()).clamp_min(0)  # the tent function: bilinear
 
@@ -46,17 +52,25 @@ def crop_to_frame(x: Tensor, frame: Tensor, size: int | None = None) -> Tensor:
     """Bilinear crops of the NCHW batch ``x`` to ``frame`` (normalized xyxy), each resampled to
     ``size`` x ``size`` (None: x's own size).
 
-    One bilinear sample at each output pixel's centre, the same as ``grid_sample`` with
-    ``align_corners=False`` and border padding, computed as two batched matrix products (rows, then
-    columns): bilinear interpolation is separable. A zoom-in crop enlarges, so one sample per output
-    pixel loses nothing. Matrix products are what every runtime does fastest: onnxruntime's
-    GridSample (and RoiAlign) run a single-threaded loop that cost as much as a third of the network.
+    One bilinear sample at each output pixel's centre (``grid_sample``, ``align_corners=False``,
+    border padding); a zoom-in crop enlarges, so one sample per output pixel loses nothing. While
+    exporting to ONNX the same samples are two batched matrix products (bilinear interpolation is
+    separable): onnxruntime's GridSample and RoiAlign run a single-threaded loop that costs as much
+    as a third of the network, its matrix products are multithreaded; in PyTorch the products cost
+    more than grid_sample's gather.
     """
     _, _, h, w = x.shape
+    out_h, out_w = size or h, size or w
     frame = frame.to(x.dtype)
-    rows = _bilinear_weights(frame[:, 1], frame[:, 3], h, size or h)  # [B, out_h, h]
-    cols = _bilinear_weights(frame[:, 0], frame[:, 2], w, size or w)  # [B, out_w, w]
-    crops = rows.unsqueeze(1) @ x.contiguous() @ cols.transpose(1, 2).unsqueeze(1)
+    if torch.onnx.is_in_onnx_export():
+        rows = _bilinear_weights(frame[:, 1], frame[:, 3], h, out_h)  # [B, out_h, h]
+        cols = _bilinear_weights(frame[:, 0], frame[:, 2], w, out_w)  # [B, out_w, w]
+        crops = rows.unsqueeze(1) @ x.contiguous() @ cols.transpose(1, 2).unsqueeze(1)
+    else:
+        gx = _sample_centres(frame[:, 0], frame[:, 2], out_w) * 2 - 1  # [B, out_w], grid units
+        gy = _sample_centres(frame[:, 1], frame[:, 3], out_h) * 2 - 1  # [B, out_h]
+        grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), dim=-1)
+        crops = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
     return crops.contiguous(memory_format=torch.channels_last)
 
 

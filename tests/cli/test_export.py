@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
@@ -38,6 +39,9 @@ def test_export_reports_the_check_and_both_latencies(exported: tuple[Path, dict]
     assert onnx_path.is_file() and not list(onnx_path.parent.glob("*.data"))  # weights inline
     assert report["outputs"] == ["box", "score", "class_prob"]
     assert report["n_check_images"] == 8  # real images of the trained dataset, not noise
+    # the zoom-in crop as matrix products: onnxruntime's GridSample/RoiAlign loops are single-threaded
+    ops = {node.op_type for node in onnx.load(str(onnx_path)).graph.node}
+    assert "MatMul" in ops and not ops & {"GridSample", "RoiAlign"}
     # a 2-epoch checkpoint passes the default tolerances (pixels of the 64 px input, probabilities)
     assert 0 <= report["max_box_diff_px"] <= DEFAULTS.atol_px
     assert 0 <= report["max_prob_diff"] <= DEFAULTS.atol_prob

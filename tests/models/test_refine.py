@@ -48,10 +48,15 @@ def test_crop_to_frame_resamples_the_frame_bilinearly() -> None:
     torch.testing.assert_close(crop[1, 2, :, 20], torch.full((SIZE,), expected[20].item()), rtol=0, atol=1e-4)
 
 
+@pytest.mark.parametrize("exporting", [False, True])
 @pytest.mark.parametrize("size", [None, 32])
-def test_crop_to_frame_equals_grid_sample(size: int | None) -> None:
+def test_crop_to_frame_equals_grid_sample(
+    size: int | None, exporting: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Oracle: torch's grid_sample, bilinear, align_corners=False, border padding, on a grid of each
-    output pixel's centre in the frame; random images, frames inside and touching the image's edges."""
+    output pixel's centre in the frame; random images, frames inside and touching the image's edges.
+    Both ways of computing the crop: eager (grid_sample) and while exporting (matrix products)."""
+    monkeypatch.setattr(torch.onnx, "is_in_onnx_export", lambda: exporting)
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(5, 3, SIZE, SIZE, generator=generator)
     corner = torch.rand(5, 2, generator=generator) * 0.6
