@@ -134,35 +134,42 @@ def check_onnx(
     return worst
 
 
-def median_ms(fn: Callable[[], Any], runs: int, warmup: int = 5) -> float:
-    """Median wall-clock milliseconds of ``fn()`` over ``runs`` calls after ``warmup`` calls."""
+def median_ms(fns: dict[str, Callable[[], Any]], runs: int, warmup: int = 5) -> dict[str, float]:
+    """Median wall-clock milliseconds of each ``fn()`` over ``runs`` calls after ``warmup`` calls.
+
+    The calls take turns (one of each per round), so a machine whose speed drifts during the
+    measurement slows them alike and their ratios stay meaningful.
+    """
     for _ in range(warmup):
-        fn()
-    times = []
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - start) * 1000)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
-def onnx_latency_ms(model: InferenceModel, images: torch.Tensor, path: Path, runs: int) -> float:
-    """Batch-1 median latency of ``model`` exported to ``path`` and run by onnxruntime."""
-    export_onnx(model, images, path)
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    one = images[:1].numpy()
-    return median_ms(lambda: session.run(None, {"images": one}), runs)
+def torch_call(model: InferenceModel, images: torch.Tensor) -> Callable[[], Any]:
+    """One eager PyTorch batch of ``images``, without autograd."""
 
-
-def torch_latency_ms(model: InferenceModel, images: torch.Tensor, runs: int) -> float:
-    """Batch-1 median latency of ``model`` in eager PyTorch."""
-    one = images[:1]
-
-    def run() -> None:
+    def run() -> Any:
         with torch.inference_mode():
-            model(one)
+            return model(images)
 
-    return median_ms(run, runs)
+    return run
+
+
+def onnx_call(
+    model: InferenceModel, example: torch.Tensor, path: Path, images: torch.Tensor
+) -> Callable[[], Any]:
+    """``model`` exported to ``path`` (traced on ``example``), run by onnxruntime on ``images``."""
+    export_onnx(model, example, path)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    batch = images.numpy()
+    return lambda: session.run(None, {"images": batch})
 
 
 def export(cfg: DictConfig) -> dict[str, Any]:
@@ -175,17 +182,23 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     export_onnx(model, images, output)
     session = ort.InferenceSession(str(output), providers=["CPUExecutionProvider"])
     diffs = check_onnx(session, model, images, cfg.atol_px, cfg.atol_prob)
-    one = images[:1].numpy()
-    # the same network without inference options, timed the same way: what the options cost
+    one, one_np = images[:1], images[:1].numpy()
+    # the same network without inference options, timed in turns with it: what the options cost
     single = InferenceModel(module, InferenceOptions())
+    # one engine at a time: each keeps its threads spinning for a while after a call, which would
+    # slow the other engine's next call
+    latency = median_ms(
+        {"torch_latency_ms": torch_call(model, one), "torch_single_look_ms": torch_call(single, one)},
+        cfg.latency_runs,
+    )
     with tempfile.TemporaryDirectory() as tmp:
-        single_onnx_ms = onnx_latency_ms(single, images, Path(tmp) / "single.onnx", cfg.latency_runs)
-    latency = {
-        "torch_latency_ms": torch_latency_ms(model, images, cfg.latency_runs),
-        "onnxruntime_latency_ms": median_ms(lambda: session.run(None, {"images": one}), cfg.latency_runs),
-        "torch_single_look_ms": torch_latency_ms(single, images, cfg.latency_runs),
-        "onnxruntime_single_look_ms": single_onnx_ms,
-    }
+        latency |= median_ms(
+            {
+                "onnxruntime_latency_ms": lambda: session.run(None, {"images": one_np}),
+                "onnxruntime_single_look_ms": onnx_call(single, images, Path(tmp) / "single.onnx", one),
+            },
+            cfg.latency_runs,
+        )
     report = {
         "onnx": str(output),
         "outputs": model.output_names,
