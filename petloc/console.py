@@ -113,11 +113,8 @@ def config_tree(cfg: DictConfig, width: int = 110) -> str:
 def _shown(path: Path) -> str:
     """``path`` relative to the working folder when it is inside it, else absolute; quoted for a shell."""
     path = path.resolve()
-    try:
-        path = path.relative_to(Path.cwd().resolve())
-    except ValueError:
-        pass
-    return shlex.quote(str(path))
+    cwd = Path.cwd().resolve()
+    return shlex.quote(str(path.relative_to(cwd) if path.is_relative_to(cwd) else path))
 
 
 @rank_zero_only
