@@ -27,7 +27,7 @@ from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from PIL import Image
+from PIL import Image, ImageFile
 
 from petloc import CONFIG_DIR
 from petloc import checkpoint as checkpoints
@@ -80,7 +80,7 @@ class Predictor:
         if isinstance(image, str | os.PathLike):
             return self.reader(Path(image))
         if isinstance(image, Image.Image):
-            if image.tile and getattr(image, "filename", ""):
+            if isinstance(image, ImageFile.ImageFile) and image.tile and image.filename:
                 return self.reader(Path(image.filename))
             return self.reader.from_pixels(np.asarray(image.convert("RGB")))
         if isinstance(image, np.ndarray):
