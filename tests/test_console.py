@@ -112,7 +112,9 @@ def test_the_learning_rate_is_logged_every_step_through_the_warm_up(
 @pytest.mark.slow
 def test_help_lists_every_group_with_its_options_and_three_examples() -> None:
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}
-    result = subprocess.run([str(PETLOC_TRAIN), "--help"], env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [str(PETLOC_TRAIN), "--help"], env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     conf = REPO / "conf"
@@ -126,4 +128,6 @@ def test_help_lists_every_group_with_its_options_and_three_examples() -> None:
     with initialize_config_dir(str(conf), version_base="1.3"):
         for command in commands:
             overrides = [arg for arg in shlex.split(command)[1:] if arg != "-m"]
-            compose("train", overrides=[re.sub(r",.*", "", arg) for arg in overrides], return_hydra_config=True)
+            compose(
+                "train", overrides=[re.sub(r",.*", "", arg) for arg in overrides], return_hydra_config=True
+            )
