@@ -64,10 +64,7 @@ def _leaf(node: DictConfig, key: str) -> str | None:
     is_interpolation = OmegaConf.is_interpolation(node, key)
     if isinstance(raw, dict) and raw and not is_interpolation:
         return None
-    try:
-        value = node[key]
-    except Exception:  # an interpolation that cannot be resolved here (e.g. ${hydra:...} outside Hydra)
-        return str(raw)
+    value = node[key]
     if isinstance(value, DictConfig | ListConfig):
         if is_interpolation:
             return str(raw)
