@@ -1,12 +1,13 @@
 """What a user reads: the console of a real ``petloc-train`` run and ``petloc-train --help``.
 
 The run is a user's (the console script in a subprocess, progress bar on, limited by wall-clock time)
-so that every library message reaches the console as it would; its event file also shows the
-per-step learning rate's warm-up.
+so that every library message reaches the console as it would; its event file and metrics.csv also
+show the per-step learning rate's warm-up.
 """
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 import shlex
@@ -107,6 +108,12 @@ def test_the_learning_rate_is_logged_every_step_through_the_warm_up(
     assert warm_up[0] == pytest.approx(ramp[0], rel=1e-4)
     assert all(value <= limit * (1 + 1e-4) for value, limit in zip(warm_up, ramp, strict=True))
     assert max(warm_up) > 3 * warm_up[0]
+    # metrics.csv has the same rates, each row dated with its epoch like every other row
+    with (time_limited_run.folder / "metrics.csv").open(newline="") as handle:
+        rows = [row for row in csv.DictReader(handle) if row["lr/head"]]
+    assert [float(row["lr/head"]) for row in rows] == pytest.approx([v for _, v in head])
+    epochs = [int(row["epoch"]) for row in rows]
+    assert epochs == sorted(epochs) and epochs[0] == 0 and epochs[-1] > 0
 
 
 @pytest.mark.slow
