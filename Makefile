@@ -1,5 +1,5 @@
 # Two commands for a fresh machine with Python >= 3.10 and make:
-#   make train   -> creates .venv if missing, installs petloc with its pinned dependencies, trains
+#   make train   -> creates .venv if missing, installs petloc with the locked dependencies, trains
 #   make test    -> same bootstrap, then the whole test suite (what CI runs)
 #   make test-fast -> the developer's tier: every test not marked slow (pyproject.toml's markers)
 PYTHON ?= python3
@@ -10,11 +10,12 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 
 .PHONY: train test test-fast lint venv clean
 
-# Re-installs only when pyproject.toml changed since the last install (idempotent, fast otherwise).
-$(STAMP): pyproject.toml
+# Re-installs only when pyproject.toml, setup.py or the lock changed since the last install
+# (idempotent, fast otherwise). requirements.lock: the exact tested versions (pyproject.toml: ranges).
+$(STAMP): pyproject.toml setup.py requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev]'
 	$(BIN)/python -c "import timm, torchvision, lightning, albumentations, hydra; print('petloc stack OK: timm', timm.__version__)"
 	touch $(STAMP)
 

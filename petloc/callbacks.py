@@ -14,6 +14,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import EMAWeightAveraging as LightningEMA
+from lightning.pytorch.callbacks import LearningRateMonitor as LightningLearningRateMonitor
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import Tensor
 
@@ -81,6 +82,21 @@ class EMAWeightAveraging(LightningEMA):
         for key in checkpoint["state_dict"].keys() - averaged:
             if key in live:
                 checkpoint["state_dict"][key] = live[key]
+
+
+class LearningRateMonitor(LightningLearningRateMonitor):
+    """Lightning's learning-rate monitor, its rows dated like every other logged row: with the epoch.
+
+    Lightning adds the epoch to what the module logs, but this callback writes to the loggers itself;
+    without it, metrics.csv's ``epoch`` column would be empty on the learning-rate rows, and
+    petloc-compare, which places every value by its epoch, could not read them.
+    """
+
+    def _extract_stats(self, trainer: L.Trainer, interval: str) -> dict[str, float]:
+        stats = super()._extract_stats(trainer, interval)
+        if stats:
+            stats["epoch"] = trainer.current_epoch
+        return stats
 
 
 class CloseMosaic(L.Callback):

@@ -12,11 +12,14 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.model_summary import get_human_readable_count
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
+from petloc import console
 from petloc.checkpoint import CheckpointMismatchError, config_from_checkpoint, read_checkpoint
 from petloc.config import describe_model, validate_training_config
 from petloc.data.datamodule import LocalizationDataModule
@@ -139,10 +142,27 @@ def log_hparams(trainer: L.Trainer, hparams: dict[str, Any]) -> None:
             logger.log_hyperparams(hparams)
 
 
+def build_trainer(cfg: DictConfig) -> L.Trainer:
+    """The Trainer of ``cfg.trainer`` with the callbacks of ``cfg.callbacks`` and the loggers of
+    ``cfg.logger`` (none: no logging)."""
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    if not cfg.trainer.get("enable_progress_bar", True):
+        # Lightning refuses a progress bar callback beside enable_progress_bar=false: the switch wins.
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Train one run; writes metrics.json into the run folder and returns the metrics."""
+    """Train one run; writes metrics.json into the run folder and returns the metrics.
+
+    Prints (rank zero only) the config at the start, the dataset report and the model, and at the
+    end the metrics, the run folder and the TensorBoard command for it (:mod:`petloc.console`).
+    """
+    console.silence_library_noise()
     validate_training_config(cfg)
-    L.seed_everything(cfg.seed, workers=True)
+    console.run_start(cfg)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)  # the seed is in the config printed above
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
 
@@ -150,14 +170,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule: LocalizationDataModule = instantiate(cfg.data, num_workers=num_workers)
     datamodule.setup("fit")
     assert datamodule.dataset is not None
-    print(datamodule.dataset.report.format_text())
+    console.say(datamodule.dataset.report.format_text())
     model = PetLocModule(cfg, datamodule.class_names)
     if cfg.get("init_from"):
         init_weights(model, cfg.init_from)
+    parameters = get_human_readable_count(sum(p.numel() for p in model.parameters()))
+    console.say(f"model: {describe_model(cfg)}: {parameters} parameters")
 
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer = build_trainer(cfg)
     log_hparams(trainer, {**_overrides(), "alpha": cfg.alpha, "image_size": cfg.image_size, "seed": cfg.seed})
 
     start = time.perf_counter()
@@ -172,4 +192,5 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if trainer.is_global_zero:
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
         print("final metrics:", json.dumps({k: round(v, 4) for k, v in metrics.items()}, sort_keys=True))
+        console.run_end(output_dir)
     return metrics

@@ -29,6 +29,7 @@ from petloc.data.datamodule import LocalizationDataModule
 from petloc.models.backbone import create_backbone, pretrained_alphas
 from petloc.models.inference import InferenceOptions
 from petloc.modes import Mode, mode_names
+from petloc.train import build_trainer
 
 # `hydra` configures Hydra itself (run folders), not the run: it has no alternatives to choose from
 GROUPS = sorted(p.name for p in CONFIG_DIR.iterdir() if p.is_dir() and p.name != "hydra")
@@ -78,10 +79,7 @@ def instantiate_run(cfg: DictConfig) -> None:
     assert isinstance(datamodule.augment, AugmentConfig) and datamodule.augment.name == cfg.augment.name
     train_transform(cfg.image_size, datamodule.augment)
 
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    assert isinstance(trainer, L.Trainer)
+    assert isinstance(build_trainer(cfg), L.Trainer)
 
 
 @pytest.mark.parametrize(("group", "option"), GROUP_OPTIONS, ids=[f"{g}={o}" for g, o in GROUP_OPTIONS])

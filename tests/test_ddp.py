@@ -58,6 +58,9 @@ def test_ddp_on_two_cpu_processes_logs_the_single_process_val_iou(
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-6000:]
     assert f"Starting with {WORLD_SIZE} processes" in output
+    # every rank runs the training function; what it prints for the user is printed once
+    for printed in ("config (whole in", "usable boxed images", "model: backbone=", "run folder: "):
+        assert output.count(printed) == 1, printed
 
     best = torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
     assert (run / "checkpoints" / "last.ckpt").is_file()

@@ -3,7 +3,8 @@
 The slow tests train for real (tiny: 60 synthetic images at 64 px, two epochs) and check what a sweep
 leaves behind: the job folders named from the overrides, each a complete run folder; petloc-compare and
 the real TensorBoard over the sweep folder; CPU sharing between parallel jobs; Optuna's result file,
-also after a failed trial; and that one failing job does not take the sweep's other jobs down. The
+also after a failed trial, and its study continued by the same command after a kill; and that one
+failing job does not take the sweep's other jobs down. The
 SLURM test fakes only the cluster (``sbatch``), to read the job script the real launcher would submit.
 """
 
@@ -13,21 +14,27 @@ import csv
 import json
 import os
 import shlex
+import signal
+import sqlite3
 import subprocess
 import sys
+import time
 import urllib.parse
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import matplotlib.image
+import optuna
 import pytest
 import torch
 import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from joblib import cpu_count
+from optuna.trial import TrialState
 
 from petloc import CONFIG_DIR
 from petloc.cli.compare import compare_runs, group_runs, plot_iou_curves
@@ -505,6 +512,58 @@ def test_optuna_search_goes_on_after_a_failed_trial(tmp_path: Path, sweep_env: d
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert results["best_params"]["optimizer.lr"] == 0.003
     assert results["best_value"] == pytest.approx(metrics_of(finished[0])["val/iou_best"], abs=1e-6)
+
+
+def completed_trials(database: Path) -> int:
+    """COMPLETE trials in an Optuna database, read with sqlite3 (0 while it does not exist yet)."""
+    if not database.is_file():
+        return 0
+    try:
+        with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=1)) as db:
+            return db.execute("SELECT COUNT(*) FROM trials WHERE state = 'COMPLETE'").fetchone()[0]
+    except sqlite3.OperationalError:  # no tables yet, or the sweep holds a write lock
+        return 0
+
+
+@pytest.mark.slow
+def test_optuna_search_resumes_after_a_kill(tmp_path: Path, sweep_env: dict[str, str]) -> None:
+    """4 trials, SIGKILL once the second has finished, the same command again: 4 complete trials."""
+    sweep = tmp_path / "sweep"
+    database = sweep / "optuna.db"  # where conf/hparams_search/optuna_iou.yaml keeps the study
+    one_epoch = (*SMALL, "trainer.max_epochs=1", "data.synthetic.n=48")
+    command = [str(PETLOC_TRAIN), "-m", f"hydra.sweep.dir={sweep}", "hparams_search=optuna_iou"]
+    command += ["hydra.sweeper.n_trials=4", *one_epoch]
+    with (tmp_path / "first.log").open("w") as log:
+        first = subprocess.Popen(command, cwd=tmp_path, env=sweep_env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + SWEEP_TIMEOUT_S
+            while completed_trials(database) < 2 and first.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            first.send_signal(signal.SIGKILL)
+            first.wait()
+    assert completed_trials(database) == 2, (tmp_path / "first.log").read_text()[-3000:]
+    storage = f"sqlite:///{database}"
+    before = optuna.load_study(study_name="petloc_iou", storage=storage).trials
+
+    result = subprocess.run(
+        command, cwd=tmp_path, env=sweep_env, capture_output=True, text=True, timeout=SWEEP_TIMEOUT_S
+    )
+    assert result.returncode == 0, output_tail(result)
+
+    after = optuna.load_study(study_name="petloc_iou", storage=storage).trials
+    complete = [t for t in after if t.state == TrialState.COMPLETE]
+    assert len(complete) == 4
+    # the first run's trials are kept as they were; the new ones are numbered after them
+    assert [(t.number, t.state, t.values) for t in after[: len(before)]] == [
+        (t.number, t.state, t.values) for t in before
+    ]
+    assert [t.number for t in after[len(before) :]] == list(range(len(before), len(before) + 2))
+    # a trial the kill interrupted stays as Optuna left it and does not count
+    assert all(t.state == TrialState.RUNNING for t in before if t.state != TrialState.COMPLETE)
+    # the sweep's result covers the whole study
+    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert results["best_value"] == pytest.approx(max(t.value for t in complete), abs=1e-6)
 
 
 # --- e. a failing job ---------------------------------------------------------------------------------

@@ -20,17 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-import numpy as np
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 from PIL import Image
 
 from petloc import CONFIG_DIR
+from petloc.api import Predictor
 from petloc.checkpoint import load_model
 from petloc.data.images import IMAGE_ERRORS, decode_image, list_images
-from petloc.data.records import to_voc_pixels
-from petloc.models.inference import InferenceModel
 from petloc.viz import draw_pair
 
 log = logging.getLogger(__name__)
@@ -55,11 +52,8 @@ def draw_prediction(path: Path, box: Sequence[float], target: Path) -> None:
 def predict(cfg: DictConfig) -> Path:
     """Predict every image of ``cfg.input``; returns the path of predictions.csv."""
     module, model_cfg = load_model(cfg.ckpt_path, cfg)
-    auto = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(auto if cfg.device == "auto" else cfg.device)
-    model = InferenceModel(module).to(device)
-    names = module.class_names
-    reader = instantiate(model_cfg.data).image_reader()  # the datamodule only reads its config here
+    predictor = Predictor(module, model_cfg, cfg.device)
+    names = predictor.class_names
     files = list_images(cfg.input)
     output = Path(cfg.output)
     output.mkdir(parents=True, exist_ok=True)
@@ -73,24 +67,20 @@ def predict(cfg: DictConfig) -> Path:
         loaded = []
         for path in chunk:
             try:
-                loaded.append((path, *reader(path)))
+                loaded.append((path, *predictor.read(path)))
             except IMAGE_ERRORS as exc:
                 log.warning("skipped %s: cannot decode it (%s)", path, exc)
                 skipped.append(path.name)
         if not loaded:
             continue
-        images = torch.from_numpy(np.stack([image for _, image, _ in loaded])).to(device)
-        with torch.inference_mode():
-            outputs = [t.float().cpu() for t in model(images)]
-        for i, (path, _, (width, height)) in enumerate(loaded):
-            box = outputs[0][i].tolist()
-            row: list[Any] = [path.name, *to_voc_pixels(box, width, height), round(float(outputs[1][i]), 4)]
-            if names:
-                prob, label = outputs[2][i].max(dim=0)
-                row += [names[int(label)], round(float(prob), 4)]
+        found = predictor.predict_inputs([image for _, image, _ in loaded], [size for _, _, size in loaded])
+        for i, (path, _, _) in enumerate(loaded):
+            row: list[Any] = [path.name, *found.boxes[i].tolist(), round(float(found.scores[i]), 4)]
+            if found.classes is not None and found.class_probs is not None:
+                row += [found.classes[i], round(float(found.class_probs[i].max()), 4)]
             rows.append(row)
             if cfg.draw:
-                draw_prediction(path, box, drawn_dir / path.name)
+                draw_prediction(path, found.normalized[i].tolist(), drawn_dir / path.name)
 
     csv_path = output / "predictions.csv"
     with csv_path.open("w", newline="") as f:

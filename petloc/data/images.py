@@ -64,8 +64,11 @@ def decode_image(path: Path, max_side: int | None = None) -> np.ndarray:
             im.draft("RGB", (max_side, max_side))
         im.load()
         rgb = np.asarray(im.convert("RGB"))
-    if max_side is None:
-        return rgb
+    return rgb if max_side is None else fit_longest_side(rgb, max_side)
+
+
+def fit_longest_side(rgb: np.ndarray, max_side: int) -> np.ndarray:
+    """Shrink (area averaging) or enlarge (bilinear) ``rgb`` so that its longest side is ``max_side``."""
     h, w = rgb.shape[:2]
     scale = max_side / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
@@ -90,9 +93,17 @@ class ImageReader:
         """Return (uint8 HxWx3 input, (width, height) of the original file); raises one of
         :data:`IMAGE_ERRORS` for a file that is not a decodable image."""
         _, _, width, height, _ = probe_image(path)
-        image = decode_image(path, self.max_side)
-        out = self.transform(image=image, bboxes=np.zeros((0, 4), np.float32), labels=[])
-        return out["image"], (width, height)
+        return self._input(decode_image(path, self.max_side)), (width, height)
+
+    def from_pixels(self, rgb: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+        """The same for an image already decoded (uint8 HxWx3 RGB): it is resized as the decode cache
+        resizes a decoded file. (A JPEG file is decoded at a reduced scale first, so its pixels read
+        here give a slightly different input than the file itself.)"""
+        height, width = rgb.shape[:2]
+        return self._input(fit_longest_side(rgb, self.max_side)), (width, height)
+
+    def _input(self, image: np.ndarray) -> np.ndarray:
+        return self.transform(image=image, bboxes=np.zeros((0, 4), np.float32), labels=[])["image"]
 
 
 def list_images(path: str | Path) -> list[Path]:

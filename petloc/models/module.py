@@ -225,10 +225,14 @@ class PetLocModule(L.LightningModule):
 
     # ---- optimization ----------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
-        # Two groups: a pretrained backbone is fine-tuned at backbone_lr_scale x the head's rate.
+        # Two groups: a pretrained backbone is fine-tuned at backbone_lr_scale x the head's rate. Their
+        # names label the per-step learning rates (lr/backbone, lr/head; callbacks.lr_monitor).
         head = [p for name, p in self.named_parameters() if not name.startswith("backbone.")]
         optimizer = self.optimizer_factory(
-            params=[{"params": list(self.backbone.parameters())}, {"params": head}]
+            params=[
+                {"params": list(self.backbone.parameters()), "name": "backbone"},
+                {"params": head, "name": "head"},
+            ]
         )
         optimizer.param_groups[0]["lr"] *= self.backbone_lr_scale
         if self.scheduler_factory is None:
@@ -240,6 +244,7 @@ class PetLocModule(L.LightningModule):
                 # stepped only after the epochs that validate, the ones that have a val/iou to watch
                 "lr_scheduler": {
                     "scheduler": scheduler,
+                    "name": "lr",
                     "monitor": "val/iou",
                     "interval": "epoch",
                     "frequency": self.trainer.check_val_every_n_epoch or 1,
@@ -247,7 +252,10 @@ class PetLocModule(L.LightningModule):
             }
         if isinstance(scheduler, BudgetCosineLR):
             scheduler.bind(self.training_progress)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "lr"},
+        }
 
     def training_progress(self) -> float:
         """Share of the training budget used, by steps or by wall-clock (``trainer.max_time``)."""
