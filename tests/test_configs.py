@@ -167,7 +167,7 @@ def test_the_inference_node_is_one_set_of_keys(make_cfg: Callable[..., DictConfi
     assert set(default) == set(keep) == fields
     assert all(value is None for value in keep.values())
     assert InferenceOptions.from_config(make_cfg().inference) == InferenceOptions(**default)
-    assert InferenceOptions(**default) == InferenceOptions(flip=True, refine=True, refine_margin=1.6)
+    assert InferenceOptions(**default) == InferenceOptions(flip=False, refine=True, refine_margin=1.6)
     for app in ("eval", "predict", "export"):
         assert OmegaConf.to_container(make_cfg("ckpt_path=x", config_name=app).inference) == dict(keep), app
 
