@@ -285,17 +285,23 @@ class BudgetCosineLR(torch.optim.lr_scheduler.LambdaLR):
         self.warmup_steps = warmup_steps
         self.min_factor = min_factor
         self._progress: Callable[[], float] = lambda: 0.0
+        self._read_at: tuple[int, float] = (-1, 0.0)  # (step, progress) of the last budget reading
         super().__init__(optimizer, self._factor)
 
     def bind(self, progress: Callable[[], float]) -> None:
         self._progress = progress
 
     def _factor(self, step: int) -> float:
+        # the budget is read once per step: every parameter group gets the same factor, however
+        # much wall-clock time passes between their lambdas
+        if self._read_at[0] != step:
+            self._read_at = (step, self._progress())
         warm = min(1.0, (step + 1) / max(1, self.warmup_steps))
-        cosine = 0.5 * (1 + math.cos(math.pi * self._progress()))
+        cosine = 0.5 * (1 + math.cos(math.pi * self._read_at[1]))
         return warm * (self.min_factor + (1 - self.min_factor) * cosine)
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
         state.pop("_progress", None)
+        state.pop("_read_at", None)
         return state

@@ -295,3 +295,18 @@ def test_the_backbone_learns_at_its_share_of_the_rate(scale: float) -> None:
     assert {id(p) for p in backbone["params"]} == {id(p) for p in module.backbone.parameters()}
     assert len(backbone["params"]) + len(head["params"]) == len(list(module.parameters()))
     assert head["lr"] == pytest.approx(0.1) and backbone["lr"] == pytest.approx(0.1 * scale)
+
+
+def test_the_budget_schedule_gives_every_parameter_group_one_factor_per_step() -> None:
+    """The wall-clock budget is read once per step: a clock that moves between the groups' lambdas
+    (here, on every reading) still leaves the backbone and head groups in the same ratio."""
+    head, backbone = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([{"params": [head], "lr": 0.02}, {"params": [backbone], "lr": 0.002}])
+    readings = iter(i / 100 for i in range(1000))
+    scheduler = BudgetCosineLR(optimizer, warmup_steps=5)
+    scheduler.bind(lambda: next(readings))
+    for _ in range(20):
+        optimizer.step()
+        scheduler.step()
+        lr_head, lr_backbone = (group["lr"] for group in optimizer.param_groups)
+        assert lr_backbone == pytest.approx(lr_head / 10, rel=1e-12)
