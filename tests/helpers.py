@@ -193,6 +193,12 @@ def make_batch(n: int, seed: int = 0) -> dict[str, Tensor]:
     }
 
 
+def make_samples(n: int, seed: int = 1) -> list[dict[str, Tensor]]:
+    """:func:`make_batch` as ``n`` single samples, for a DataLoader to collate again."""
+    batch = make_batch(n, seed)
+    return [{k: v[i] for k, v in batch.items()} for i in range(n)]
+
+
 def assert_training_unaffected(module: PetLocModule, plain: PetLocModule, images: Tensor) -> None:
     """Inference options leave training alone: in train mode both modules predict the same boxes."""
     module.train(), plain.train()

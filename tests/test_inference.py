@@ -27,7 +27,7 @@ from petloc.data.datamodule import LocalizationDataModule
 from petloc.data.images import list_images
 from petloc.models.inference import InferenceModel, InferenceOptions
 from petloc.models.module import PetLocModule
-from tests.helpers import TrainedRun, make_batch, make_module
+from tests.helpers import TrainedRun, make_module, make_samples
 
 
 def test_load_model_restores_the_trained_weights(trained_run: TrainedRun) -> None:
@@ -278,8 +278,7 @@ def test_a_checkpoint_of_a_module_fitted_outside_petloc_train_loads(tmp_path: Pa
     """The config is part of a PetLocModule's construction, so a module fitted by a Trainer of one's
     own (not petloc.train) saves a checkpoint that eval, predict and export rebuild."""
     module = make_module("center", mode="species", num_classes=2)
-    batch = make_batch(4)
-    samples = [{k: v[i] for k, v in batch.items()} for i in range(4)]
+    samples = make_samples(4, seed=0)
     trainer = L.Trainer(
         accelerator="cpu",
         max_steps=1,

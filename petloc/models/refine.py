@@ -26,9 +26,7 @@ def refine_frame(box: Tensor, margin: float) -> Tensor:
     A NaN coordinate (a diverged network) becomes 0, an empty frame, so the crop stays finite; the NaN
     box is reported by the metrics and the loss anyway.
     """
-    centre = (box[:, :2] + box[:, 2:]) / 2
-    half = (box[:, 2:] - box[:, :2]) * (margin / 2)
-    frame = torch.cat([centre - half, centre + half], dim=1).clamp(0, 1)
+    frame = rescale_box(box, margin).clamp(0, 1)
     return torch.where(frame.isnan(), torch.zeros_like(frame), frame)
 
 

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from torchvision.ops import box_area, box_iou
 
 from petloc.models.module import BudgetCosineLR, PetLocModule
-from tests.helpers import HEADS, assert_training_unaffected, make_batch, make_module
+from tests.helpers import HEADS, assert_training_unaffected, make_batch, make_module, make_samples
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -108,11 +108,6 @@ def test_mosaic_samples_train_the_boxes_but_not_the_classifier() -> None:
     torch.testing.assert_close(total, F.mse_loss(out.box, batch["box"]) + 0.5 * cross_entropy)
 
 
-def records(n: int, seed: int = 1) -> list[dict[str, Tensor]]:
-    batch = make_batch(n, seed)
-    return [{k: v[i] for k, v in batch.items()} for i in range(n)]
-
-
 def validate(module: PetLocModule, samples: list[dict[str, Tensor]], batch_size: int) -> dict[str, float]:
     trainer = L.Trainer(
         accelerator="cpu",
@@ -134,7 +129,7 @@ def targets_around(pred: Tensor) -> Tensor:
 
 def test_logged_validation_metrics_match_torchvision() -> None:
     module = make_module(mode="species", num_classes=2).eval()
-    samples = records(10)
+    samples = make_samples(10)
     images = torch.stack([s["image"] for s in samples])
     with torch.no_grad():
         pred = module.predict_boxes(images)["box"]
@@ -167,7 +162,7 @@ def test_logged_validation_metrics_match_torchvision() -> None:
 
 def test_logged_validation_loss_is_the_per_image_mean() -> None:
     module = make_module().eval()
-    samples = records(5)
+    samples = make_samples(5)
     images = torch.stack([s["image"] for s in samples])
     target = torch.stack([s["box"] for s in samples])
     with torch.no_grad():
@@ -180,7 +175,7 @@ def test_logged_validation_loss_is_the_per_image_mean() -> None:
 
 
 def test_best_iou_survives_a_checkpoint_round_trip() -> None:
-    samples = records(4)
+    samples = make_samples(4)
     images = torch.stack([s["image"] for s in samples])
     module = make_module().eval()
     with torch.no_grad():
