@@ -7,7 +7,9 @@ Prints one JSON object (the names BENCHMARKS.md records its figures under):
   (forward + backward + optimizer step, no data loading): the ceiling;
 - ``e2e_train_ips``: images/s of the same Lightning steps fed by the real DataModule (real images,
   decode cache, augmentation, workers);
-- ``ratio_e2e_model``: e2e / model; 1.0 means the data pipeline costs nothing;
+- ``ratio_e2e_model``: e2e / model; 1.0 means the data pipeline costs nothing. The two are timed in
+  turns within one training run (``--chunk`` steps of one, then of the other), so the ratio holds
+  while the machine's speed drifts;
 - ``loader_ips``: images/s of the training DataLoader alone (cache warm, workers started);
 - ``infer_ips`` (batch 32) and ``infer_latency_ms`` (batch 1, median) of the deployed graph
   (:class:`petloc.models.inference.InferenceModel`) with the run's inference options, and
@@ -37,6 +39,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +50,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, IterableDataset
 
 from petloc import CONFIG_DIR
 from petloc.data.datamodule import LocalizationDataModule
@@ -61,7 +64,7 @@ DEFAULT_DATA = ["data=oxford_pets", f"data.root={REPO.parent / 'shared/data/oxfo
 
 
 class StepTimer(L.Callback):
-    """Wall time between consecutive training-batch ends: includes waiting for data."""
+    """Wall-clock stamps of training-batch ends: the gaps between them include waiting for data."""
 
     def __init__(self) -> None:
         self.stamps: list[float] = []
@@ -69,22 +72,65 @@ class StepTimer(L.Callback):
     def on_train_batch_end(self, *args: Any) -> None:
         self.stamps.append(time.perf_counter())
 
-    def images_per_second(self, batch_size: int, warmup: int) -> float:
-        gaps = [b - a for a, b in zip(self.stamps[warmup:-1], self.stamps[warmup + 1 :], strict=True)]
-        return batch_size / statistics.median(gaps)
 
+class _Interleaved(IterableDataset):
+    """Training batches in turns: ``chunk`` times the held ``batch`` (no loading), then the next
+    ``chunk`` batches of the real ``loader``, ``rounds`` times, after ``warmup`` held ones.
+    ``sources`` says which fed each step, in order."""
 
-class _Repeat(Dataset):
-    """The same ready-made batch ``n`` times: training steps with no data-loading cost."""
-
-    def __init__(self, batch: dict[str, Any], n: int) -> None:
-        self.batch, self.n = batch, n
+    def __init__(
+        self, batch: dict[str, Any], loader: DataLoader, chunk: int, rounds: int, warmup: int
+    ) -> None:
+        self.batch, self.loader, self.chunk, self.rounds, self.warmup = batch, loader, chunk, rounds, warmup
+        self.sources: list[str] = []
 
     def __len__(self) -> int:
-        return self.n
+        return self.warmup + 2 * self.chunk * self.rounds
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        return self.batch
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        real = iter(self.loader)
+        for _ in range(self.warmup):
+            self.sources.append("warmup")
+            yield self.batch
+        for _ in range(self.rounds):
+            for _ in range(self.chunk):
+                self.sources.append("model")
+                yield self.batch
+            for _ in range(self.chunk):
+                try:
+                    batch = next(real)
+                except StopIteration:  # next epoch of the real loader
+                    real = iter(self.loader)
+                    batch = next(real)
+                self.sources.append("e2e")
+                yield batch
+
+
+def measure_training(
+    module: PetLocModule, batch: dict[str, Any], loader: DataLoader, steps: int, warmup: int, chunk: int
+) -> tuple[float, float]:
+    """(model-only, end-to-end) training images/s, timed in turns in one Lightning run.
+
+    A step's time is the gap between two training-batch ends, so it includes fetching its batch.
+    The first and last steps of each turn are not counted: Lightning fetches one batch ahead, so
+    they pay for the other source's batch; so are the first ``2 * num_workers`` of a turn, which
+    loader workers prefetched while the held batch was training.
+    """
+    skip = 1 + 2 * loader.num_workers
+    counted = chunk - skip - 1
+    if counted < 1:
+        raise ValueError(f"--chunk {chunk} leaves no step to count: use at least {skip + 2}")
+    rounds = -(-steps // counted)
+    batches = _Interleaved(batch, loader, chunk, rounds, warmup)
+    timer = StepTimer()
+    _trainer(len(batches), timer).fit(module, train_dataloaders=DataLoader(batches, batch_size=None))
+    gaps: dict[str, list[float]] = {"model": [], "e2e": []}
+    for i in range(warmup + 1, len(timer.stamps)):
+        position = (i - warmup) % chunk
+        if skip <= position < chunk - 1:
+            gaps[batches.sources[i]].append(timer.stamps[i] - timer.stamps[i - 1])
+    size = len(batch["box"])
+    return size / statistics.median(gaps["model"]), size / statistics.median(gaps["e2e"])
 
 
 def _trainer(steps: int, timer: StepTimer) -> L.Trainer:
@@ -177,7 +223,7 @@ def peak_rss_mb() -> float:
     return max(own, children) / 1024  # ru_maxrss is in KiB on Linux
 
 
-def run(overrides: list[str], steps: int, warmup: int, repeats: int) -> dict[str, Any]:
+def run(overrides: list[str], steps: int, warmup: int, repeats: int, chunk: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         cfg = compose_config(overrides, tmp)
@@ -189,18 +235,11 @@ def run(overrides: list[str], steps: int, warmup: int, repeats: int) -> dict[str
         batch_size = cfg.data.batch_size
         loader_ips = measure_loader(dm, batches=steps)
 
-        # model-only ceiling: the same Lightning steps on one real batch kept in memory
-        module = PetLocModule(cfg, dm.class_names)
+        # the model-only ceiling (one real batch kept in memory) and the real pipeline, in turns
         batch = next(iter(dm.train_dataloader()))
-        timer = StepTimer()
-        in_memory = DataLoader(_Repeat(batch, warmup + steps), batch_size=None)  # no collation, no workers
-        _trainer(warmup + steps, timer).fit(module, train_dataloaders=in_memory)
-        model_ips = timer.images_per_second(batch_size, warmup)
-
-        module = PetLocModule(cfg, dm.class_names)
-        timer = StepTimer()
-        _trainer(warmup + steps, timer).fit(module, datamodule=dm)
-        e2e_ips = timer.images_per_second(batch_size, warmup)
+        model_ips, e2e_ips = measure_training(
+            PetLocModule(cfg, dm.class_names), batch, dm.train_dataloader(), steps, warmup, chunk
+        )
 
         module = PetLocModule(cfg, dm.class_names)  # a module without a Trainer, as deployment builds it
         inference = measure_all_inference(module, cfg.image_size, repeats)
@@ -226,6 +265,7 @@ def run(overrides: list[str], steps: int, warmup: int, repeats: int) -> dict[str
             "num_workers": cfg.data.num_workers,
             "steps": steps,
             "warmup": warmup,
+            "chunk": chunk,
         },
         "machine": {
             "cpus": os.cpu_count(),
@@ -309,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of conf/train.yaml")
-    parser.add_argument("--steps", type=int, default=60, help="measured training steps per phase")
+    parser.add_argument("--steps", type=int, default=60, help="counted training steps per source")
+    parser.add_argument("--chunk", type=int, default=10, help="training steps per turn of one source")
     parser.add_argument("--warmup", type=int, default=10, help="steps excluded before measuring")
     parser.add_argument("--repeats", type=int, default=20, help="inference repeats (batch 32)")
     parser.add_argument("--readers", type=int, help="time the dataset readers on this many images instead")
@@ -317,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.readers:
         print(json.dumps(measure_readers(args.readers), indent=2))
         return 0
-    print(json.dumps(run(args.overrides, args.steps, args.warmup, args.repeats), indent=2))
+    print(json.dumps(run(args.overrides, args.steps, args.warmup, args.repeats, args.chunk), indent=2))
     return 0
 
 

@@ -37,6 +37,7 @@ def test_benchmark_prints_every_figure_for_the_config_it_measured(tmp_path: Path
         "--steps=3",
         "--warmup=1",
         "--repeats=2",
+        "--chunk=4",
         "data=synthetic_pets",
         f"data.synthetic.n={n}",
         f"data.batch_size={batch}",

@@ -24,7 +24,7 @@ from optuna.samplers import TPESampler
 
 from petloc import CONFIG_DIR
 from petloc.config import ConfigError, validate_config, validate_training_config
-from petloc.data.augment import AugmentConfig, train_transform
+from petloc.data.augment import AugmentConfig, colour_transform
 from petloc.data.datamodule import LocalizationDataModule
 from petloc.models.backbone import create_backbone, pretrained_alphas
 from petloc.models.inference import InferenceOptions
@@ -77,7 +77,7 @@ def instantiate_run(cfg: DictConfig) -> None:
     assert isinstance(datamodule, LocalizationDataModule)
     assert datamodule.image_size == cfg.image_size
     assert isinstance(datamodule.augment, AugmentConfig) and datamodule.augment.name == cfg.augment.name
-    train_transform(cfg.image_size, datamodule.augment)
+    colour_transform(datamodule.augment)
 
     assert isinstance(build_trainer(cfg), L.Trainer)
 

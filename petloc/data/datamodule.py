@@ -17,18 +17,10 @@ import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
-from petloc.data.augment import (
-    MAX_BOXES,
-    AugmentConfig,
-    apply_with_box,
-    eval_transform,
-    mosaic,
-    photometric_transform,
-    train_transform,
-)
+from petloc.data.augment import MAX_BOXES, AugmentConfig, augment_boxes, colour_transform, mosaic
 from petloc.data.cache import DecodedImages, build_decode_cache
 from petloc.data.formats import read_dataset
-from petloc.data.images import ImageReader
+from petloc.data.images import ImageReader, resize_to_input
 from petloc.data.records import DatasetError, MultiObject, Record, RecordSet
 from petloc.data.split import SplitMode, split_records
 
@@ -36,10 +28,11 @@ log = logging.getLogger(__name__)
 
 
 class BoxDataset(Dataset):
-    """Cached images + boxes (+ class label); augmentation keeps the single box (see augment.py).
+    """Cached images + boxes (+ class label); augmentation keeps the sample's box (see augment.py).
 
-    A sample's ``boxes`` has :data:`MAX_BOXES` rows, of which the first ``num_boxes`` are objects:
-    one, its own box (also ``box``), except in a mosaic, which shows up to four training images.
+    A sample's ``boxes`` has :data:`MAX_BOXES` rows, of which the first ``num_boxes`` are the objects
+    in view: its own box first (also ``box``), then the image's other objects that stay in view, or,
+    in a mosaic, those of four training images.
     """
 
     def __init__(
@@ -54,11 +47,9 @@ class BoxDataset(Dataset):
         self.records = records
         self.label_set = label_set
         self.cache = cache
-        self.fallback = eval_transform(image_size)
-        self.transform = train_transform(image_size, augment) if augment is not None else self.fallback
         self.image_size = image_size
         self.augment = augment
-        self.photometric = photometric_transform(augment) if augment is not None and augment.mosaic else None
+        self.colour = colour_transform(augment) if augment is not None else None
         self.rng = np.random.default_rng()
         # shared-memory flag: the training process switches mosaics off, loader workers see it
         self.mosaic_on = mosaic_on if mosaic_on is not None else torch.ones(1, dtype=torch.bool)
@@ -68,47 +59,55 @@ class BoxDataset(Dataset):
         return len(self.records)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        if not self._seeded:
-            # torch.initial_seed() differs per worker and is fixed by Lightning's seed_everything,
-            # so augmentation is random across workers yet reproducible for a given seed.
-            seed = torch.initial_seed() % 2**32
-            self.transform.set_random_seed(seed)
-            if self.photometric is not None:
-                self.photometric.set_random_seed(seed)
-            self.rng = np.random.default_rng(seed)
-            self._seeded = True
         r = self.records[index]
-        image, boxes = self._mosaic(index) if self.photometric is not None else (None, None)
-        is_mosaic = image is not None
+        image, boxes, is_mosaic = self._augment(index) if self.augment is not None else (None, None, False)
         if image is None:
-            image, box, _ = apply_with_box(self.transform, self.fallback, self.cache.get(r.image_id), r.box)
-            boxes = box[None]
+            image, boxes = resize_to_input(self.cache.get(r.image_id), self.image_size), np.float32([r.box])
         slots = np.zeros((MAX_BOXES, 4), dtype=np.float32)
-        slots[: len(boxes)] = boxes
+        slots[: len(boxes)] = boxes[:MAX_BOXES]
         return {
-            "image": torch.from_numpy(np.ascontiguousarray(image)),
+            "image": torch.from_numpy(image),
             "box": torch.from_numpy(slots[0].copy()),
             "boxes": torch.from_numpy(slots),
-            "num_boxes": len(boxes),
+            "num_boxes": min(len(boxes), MAX_BOXES),
             "mosaic": is_mosaic,
             # the class index in the mode's label set (0 in box mode, where nothing reads it)
             "label": r.labels[self.label_set] if self.label_set is not None else 0,
             "index": index,
         }
 
+    def _augment(self, index: int) -> tuple[np.ndarray, np.ndarray, bool]:
+        """(image, boxes, is_mosaic): the preset's geometry (a mosaic or the single-image draw),
+        then its colour operations."""
+        assert self.augment is not None and self.colour is not None
+        if not self._seeded:
+            # torch.initial_seed() differs per worker and is fixed by Lightning's seed_everything,
+            # so augmentation is random across workers yet reproducible for a given seed.
+            seed = torch.initial_seed() % 2**32
+            self.colour.set_random_seed(seed)
+            self.rng = np.random.default_rng(seed)
+            self._seeded = True
+        image, boxes = self._mosaic(index)
+        is_mosaic = image is not None
+        if image is None:
+            r = self.records[index]
+            image, boxes, _ = augment_boxes(
+                self.cache.get(r.image_id), r.boxes(), self.image_size, self.augment, self.rng
+            )
+        return self.colour(image=image)["image"], boxes, is_mosaic
+
     def _mosaic(self, index: int, attempts: int = 5) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """With probability ``augment.mosaic``, this sample tiled with three random others; else
-        (or when no draw keeps a box in view) (None, None) and the sample gets the usual pipeline."""
-        assert self.augment is not None and self.photometric is not None
-        if not self.mosaic_on[0] or self.rng.random() >= self.augment.mosaic:
+        """With probability ``augment.mosaic`` (while mosaics are on), this sample tiled with three
+        random others; else (or when no draw keeps a box in view) (None, None)."""
+        assert self.augment is not None
+        if not self.augment.mosaic or not self.mosaic_on[0] or self.rng.random() >= self.augment.mosaic:
             return None, None
         for _ in range(attempts):
             picks = [self.records[i] for i in (index, *self.rng.integers(len(self.records), size=3))]
             images = [self.cache.get(r.image_id) for r in picks]
-            image, boxes = mosaic(images, [r.box for r in picks], self.image_size, self.augment, self.rng)
+            image, boxes = mosaic(images, [r.boxes() for r in picks], self.image_size, self.augment, self.rng)
             if len(boxes):
-                out = self.photometric(image=image, bboxes=boxes, labels=list(range(len(boxes))))
-                return out["image"], np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4)
+                return image, boxes
         return None, None
 
 

@@ -16,8 +16,6 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from petloc.data.augment import eval_transform
-
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff")
 
 # What opening or decoding an image can raise: OSError covers UnidentifiedImageError and truncated
@@ -76,18 +74,24 @@ def fit_longest_side(rgb: np.ndarray, max_side: int) -> np.ndarray:
     return cv2.resize(rgb, size, interpolation=interp)
 
 
+def resize_to_input(image: np.ndarray, size: int) -> np.ndarray:
+    """The stretch to the model's square input (validation, evaluation, prediction, and training's
+    plain draws): normalized box coordinates are unchanged by it."""
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
+
+
 class ImageReader:
     """An image file -> the model's input, pixel for pixel what validation feeds it.
 
     Validation reads the decode cache (:func:`decode_image` to a longest side of ``max_side``) and
-    applies :func:`eval_transform` (a stretch-resize to the square input of side ``image_size``); this
+    applies :func:`resize_to_input` (a stretch-resize to the square input of side ``image_size``); this
     does the same two steps on the file. Get one with the sizes of a run from its datamodule:
     :meth:`petloc.data.datamodule.LocalizationDataModule.image_reader`.
     """
 
     def __init__(self, image_size: int, max_side: int) -> None:
         self.max_side = max_side
-        self.transform = eval_transform(image_size)
+        self.image_size = image_size
 
     def __call__(self, path: Path) -> tuple[np.ndarray, tuple[int, int]]:
         """Return (uint8 HxWx3 input, (width, height) of the original file); raises one of
@@ -103,7 +107,7 @@ class ImageReader:
         return self._input(fit_longest_side(rgb, self.max_side)), (width, height)
 
     def _input(self, image: np.ndarray) -> np.ndarray:
-        return self.transform(image=image, bboxes=np.zeros((0, 4), np.float32), labels=[])["image"]
+        return resize_to_input(image, self.image_size)
 
 
 def list_images(path: str | Path) -> list[Path]:

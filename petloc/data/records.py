@@ -19,10 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+
 from petloc.data.images import IMAGE_ERRORS, probe_image, suffix_matches
 
 Box = tuple[float, float, float, float]
 MultiObject = Literal["largest", "skip"]
+# Objects one record carries: its box and up to three others (see Record.others).
+MAX_OBJECTS = 4
 
 # Problem kinds, in report order. `kept` ("fixed up") problems were worked around, so the file is
 # still used; the others ("left out") took the image (or one entry) out of the boxed set. The text
@@ -44,7 +48,8 @@ PROBLEMS: dict[str, tuple[bool, str]] = {
     "crowd_annotation": (True, "COCO iscrowd=1 region: a crowd, not one object, so ignored"),
     "multiple_objects": (
         True,
-        "several objects: the largest valid box was kept (data.multi_object=skip leaves such images out)",
+        "several objects: the largest valid box is the image's box, the others train as objects in "
+        "view (data.multi_object=skip leaves such images out)",
     ),
     "box_clipped": (True, "box reaches outside the image: clipped to the image"),
     "size_mismatch": (True, "annotated image size differs from the image: box rescaled to the image's size"),
@@ -73,7 +78,10 @@ class Record:
     ``i`` (0-based) covering ``[i, i + 1]``, so the mapping back to any pixel convention is exact
     and independent of resizing. ``labels`` maps a label set (``"class"``; for Oxford pets also
     ``"species"``) to an index into :attr:`RecordSet.label_sets`. ``split`` is the dataset's own
-    split (``train``, ``val``, ``test``) when it brings one.
+    split (``train``, ``val``, ``test``) when it brings one. In an image with several objects, ``box``
+    is the largest and ``others`` are the next largest (at most :data:`MAX_OBJECTS` - 1, largest
+    first): they are not the target, but training shows them to a dense head as objects in view, so
+    it does not learn that a second raccoon is background.
     """
 
     image_id: str
@@ -83,6 +91,11 @@ class Record:
     box: Box
     labels: Mapping[str, int] = field(default_factory=dict, hash=False)
     split: str | None = None
+    others: tuple[Box, ...] = ()
+
+    def boxes(self) -> np.ndarray:
+        """[1 + len(others), 4] float64: the box, then the image's other objects."""
+        return np.asarray((self.box, *self.others), dtype=np.float64)
 
 
 @dataclass
@@ -326,20 +339,23 @@ def assemble(
             if multi_object == "skip":
                 report.add("multiple_objects_left_out", ann.source, f"{len(objects)} objects")
                 continue
-            report.add("multiple_objects", ann.source, f"{len(objects)} objects, kept the largest valid one")
+            detail = f"{len(objects)} objects, the largest valid one is the box"
+            report.add("multiple_objects", ann.source, detail)
         if not valid:
             box = tuple(round(v, 3) for v in objects[0].box)
             report.add("invalid_box", ann.source, f"box {box} in a {frame[0]}x{frame[1]} frame")
             continue
-        (nbox, clipped), obj = max(valid, key=lambda v: _area(v[0][0]))
+        valid.sort(key=lambda v: -_area(v[0][0]))  # stable: equal areas keep the file's order
+        (nbox, clipped), obj = valid[0]
+        others = tuple(n[0] for n, _ in valid[1:MAX_OBJECTS])
         if clipped:
             report.add("box_clipped", ann.source, f"box {tuple(round(v, 3) for v in obj.box)}")
         if any(o.difficult for o in objects):
             report.add("difficult_object", ann.source)
-        chosen.append((ann, width, height, (nbox, clipped), obj))
+        chosen.append((ann, width, height, (nbox, clipped), obj, others))
 
     names: dict[str, set[str]] = defaultdict(set)
-    for ann, *_, obj in chosen:
+    for ann, *_, obj, _ in chosen:
         for key, name in _labels_of(ann, obj).items():
             names[key].add(name)
     sets = {key: fixed.get(key) or sorted(found) for key, found in names.items()}
@@ -347,7 +363,7 @@ def assemble(
     index = {key: {name: i for i, name in enumerate(values)} for key, values in sets.items()}
 
     records: list[Record] = []
-    for ann, width, height, (nbox, _), obj in chosen:
+    for ann, width, height, (nbox, _), obj, others in chosen:
         unknown = [(k, n) for k, n in _labels_of(ann, obj).items() if n not in index[k]]
         if unknown:
             key, name = unknown[0]
@@ -355,7 +371,7 @@ def assemble(
             continue
         labels = {k: index[k][n] for k, n in _labels_of(ann, obj).items()}
         image_id = ann.image_id or ann.image.stem
-        records.append(Record(image_id, ann.image, width, height, nbox, labels, ann.split))
+        records.append(Record(image_id, ann.image, width, height, nbox, labels, ann.split, others))
     records.sort(key=lambda r: r.image_id)
     report.n_usable = len(records)
     if not records:

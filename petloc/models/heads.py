@@ -199,15 +199,20 @@ class CenterHead(BoxHead):
         return box, mass
 
     def loss(self, out: HeadOutput, boxes: Tensor, valid: Tensor, box_loss: nn.Module) -> Tensor:
-        """Cross-entropy towards the centre cells of the objects in view (sharing the probability
-        equally: one object, one cell; with ``centre_sigma`` > 0 each object's share spreads over the
-        cells as a Gaussian of their centres' distance to its centre, sigma in cells), plus the box
-        loss on every cell within ``radius`` of an object's centre cell, each cell learning the box
-        of its nearest object."""
+        """Cross-entropy towards the centre cells of the objects in view, plus the box loss on every
+        cell within ``radius`` of an object's centre cell, each cell learning the box of its nearest
+        object.
+
+        The objects share the target probability in proportion to their areas (one object: one
+        cell), so the best cell, which decoding picks, is the largest object's: the object a
+        single-object dataset labels. With ``centre_sigma`` > 0 each object's share spreads over the
+        cells as a Gaussian of their centres' distance to its centre (sigma in cells)."""
         assert out.cell_logits is not None and out.cell_boxes is not None
         _, h, w, _ = out.cell_boxes.shape
         b, k, _ = boxes.shape
         centre = (boxes[..., :2] + boxes[..., 2:]) / 2  # [B, K, 2]
+        size = (boxes[..., 2:] - boxes[..., :2]).clamp_min(0).float()
+        weight = (size[..., 0] * size[..., 1]).clamp_min(1e-6) * valid  # [B, K]; a point still counts
         col = (centre[..., 0] * w).long().clamp(0, w - 1)
         row = (centre[..., 1] * h).long().clamp(0, h - 1)
         if self.centre_sigma > 0:  # a soft target: near a cell border the centre is in both cells
@@ -216,10 +221,10 @@ class CenterHead(BoxHead):
             ys = cells_y - centre[..., 1, None, None] * h
             xs = cells_x - centre[..., 0, None, None] * w
             gauss = torch.exp(-(ys**2 + xs**2) / (2 * self.centre_sigma**2)).float()  # [B, K, H, W]
-            gauss = gauss / gauss.sum(dim=(2, 3), keepdim=True) * valid.view(b, k, 1, 1)
+            gauss = gauss / gauss.sum(dim=(2, 3), keepdim=True) * weight.view(b, k, 1, 1)
             share = gauss.sum(dim=1).view(b, h * w)
         else:
-            share = torch.zeros(b, h * w, device=boxes.device).scatter_add_(1, row * w + col, valid.float())
+            share = torch.zeros(b, h * w, device=boxes.device).scatter_add_(1, row * w + col, weight)
         share = share / share.sum(dim=1, keepdim=True)
         cell_loss = -(share * F.log_softmax(out.cell_logits.float(), dim=1)).sum(dim=1).mean()
         dist = self._cell_distance(row, col, h, w).masked_fill(~valid.view(b, k, 1, 1), h + w)  # [B, K, H, W]

@@ -39,7 +39,7 @@ def test_check_names_the_sample_quirks_and_succeeds(
     expected = {
         "format_mismatch (fixed up, 2)": ["Abyssinian_34.jpg: is GIF", "Abyssinian_5.jpg: is PNG"],
         "color_mode (fixed up, 2)": ["Abyssinian_34.jpg: P", "Abyssinian_5.jpg: RGBA"],
-        "multiple_objects (fixed up, 1)": ["Bengal_105.xml: 2 objects, kept the largest valid one"],
+        "multiple_objects (fixed up, 1)": ["Bengal_105.xml: 2 objects, the largest valid one is the box"],
         "not_in_list (left out, 2)": ["Abyssinian_34.jpg", "Abyssinian_82.jpg"],
         "missing_annotation (left out, 4)": [
             f"{stem}.jpg: listed in trainval.txt, no annotations/xmls/{stem}.xml"

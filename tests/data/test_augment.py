@@ -15,6 +15,7 @@ does not rotate, the rectangle is checked as well.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import cv2
@@ -23,9 +24,10 @@ import pytest
 import yaml
 
 from petloc import CONFIG_DIR
-from petloc.data.augment import AugmentConfig, apply_with_box, eval_transform, mosaic, train_transform
+from petloc.data.augment import AugmentConfig, augment_boxes, colour_transform, mosaic
 from petloc.data.cache import decode_image
 from petloc.data.formats import read_dataset
+from petloc.data.images import resize_to_input
 from petloc.data.records import Record
 
 SIZE = 128
@@ -88,34 +90,36 @@ def assert_valid(box: np.ndarray) -> None:
     assert 0.0 <= box[0] < box[2] <= 1.0 and 0.0 <= box[1] < box[3] <= 1.0, box
 
 
+def augmented(
+    image: np.ndarray, box: tuple[float, ...], cfg: AugmentConfig, seed: int, others: tuple = ()
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """One seeded training draw, geometry then colour, as the training dataset makes it."""
+    out, boxes, used_fallback = augment_boxes(
+        image, np.asarray([box, *others], dtype=np.float64), SIZE, cfg, np.random.default_rng(seed)
+    )
+    colour = colour_transform(cfg)
+    colour.set_random_seed(seed)
+    return colour(image=out)["image"], boxes, used_fallback
+
+
 @pytest.mark.realdata
-def test_eval_resize_keeps_the_normalized_box(samples: dict[str, tuple[np.ndarray, Record]]) -> None:
-    fallback = eval_transform(SIZE)
+def test_preset_none_is_the_plain_stretch(samples: dict[str, tuple[np.ndarray, Record]]) -> None:
     for image, record in samples.values():
-        out, box, used_fallback = apply_with_box(eval_transform(SIZE), fallback, image, record.box)
+        out, boxes, used_fallback = augmented(image, record.box, preset("none"), 0)
         assert not used_fallback
-        assert box == pytest.approx(record.box, abs=1e-6)
+        assert boxes == pytest.approx(np.asarray([record.box]), abs=1e-6)
         assert np.array_equal(out, cv2.resize(image, (SIZE, SIZE), interpolation=cv2.INTER_LINEAR))
-
-
-@pytest.mark.realdata
-def test_preset_none_is_the_eval_resize(samples: dict[str, tuple[np.ndarray, Record]]) -> None:
-    image, record = samples["Abyssinian_1"]
-    fallback = eval_transform(SIZE)
-    out, box, _ = apply_with_box(train_transform(SIZE, preset("none")), fallback, image, record.box)
-    ref, ref_box, _ = apply_with_box(fallback, fallback, image, record.box)
-    assert np.array_equal(out, ref) and np.array_equal(box, ref_box)
+        assert np.array_equal(out, resize_to_input(image, SIZE))
 
 
 @pytest.mark.realdata
 def test_horizontal_flip_mirrors_the_box(samples: dict[str, tuple[np.ndarray, Record]]) -> None:
-    transform = train_transform(SIZE, AugmentConfig(name="flip", hflip=1.0))
+    cfg = AugmentConfig(name="flip", hflip=1.0)
     for image, record in samples.values():
-        out, box, _ = apply_with_box(transform, eval_transform(SIZE), image, record.box)
+        out, boxes, _ = augmented(image, record.box, cfg, 0)
         x0, y0, x1, y1 = record.box
-        assert box == pytest.approx((1 - x1, y0, 1 - x0, y1), abs=1e-6)
-        resized = cv2.resize(image, (SIZE, SIZE), interpolation=cv2.INTER_LINEAR)
-        assert np.array_equal(out, resized[:, ::-1])
+        assert boxes == pytest.approx(np.asarray([(1 - x1, y0, 1 - x0, y1)]), abs=1e-6)
+        assert np.array_equal(out, resize_to_input(image, SIZE)[:, ::-1])
 
 
 @pytest.mark.realdata
@@ -126,23 +130,54 @@ def test_horizontal_flip_mirrors_the_box(samples: dict[str, tuple[np.ndarray, Re
 def test_random_presets_keep_a_box_that_frames_the_marked_head(
     samples: dict[str, tuple[np.ndarray, Record]], name: str, shape: str, draws: int
 ) -> None:
-    transform, fallback = train_transform(SIZE, preset(name)), eval_transform(SIZE)
+    cfg = preset(name)
     changed = 0
     for image_id, (image, record) in samples.items():
         cover = coverage(*image.shape[:2], record.box, shape)
         white, black = paint(image, cover, 255), paint(image, cover, 0)
         for seed in range(draws):
-            transform.set_random_seed(seed)
-            out_white, box, _ = apply_with_box(transform, fallback, white, record.box)
-            transform.set_random_seed(seed)
-            out_black, box_black, _ = apply_with_box(transform, fallback, black, record.box)
-            assert np.array_equal(box, box_black)  # the draw depends on the box, not on the pixels
+            out_white, boxes, _ = augmented(white, record.box, cfg, seed)
+            out_black, boxes_black, _ = augmented(black, record.box, cfg, seed)
+            assert np.array_equal(boxes, boxes_black)  # the draw depends on the box, not on the pixels
             assert out_white.shape == (SIZE, SIZE, 3) and out_white.dtype == np.uint8
-            assert_valid(box)
-            error = np.abs(marker_box(out_white, out_black) - box * SIZE).max()
+            assert boxes.shape == (1, 4) and boxes.dtype == np.float32
+            assert_valid(boxes[0])
+            error = np.abs(marker_box(out_white, out_black) - boxes[0] * SIZE).max()
             assert error <= TOLERANCE_PX, (image_id, seed, error)
-            changed += not np.allclose(box, record.box, atol=1e-3)
+            changed += not np.allclose(boxes[0], record.box, atol=1e-3)
     assert changed >= len(samples) * draws // 3  # the preset really moves boxes around
+
+
+@pytest.mark.realdata
+def test_other_objects_keep_boxes_that_frame_their_markers_while_in_view(
+    samples: dict[str, tuple[np.ndarray, Record]],
+) -> None:
+    """An image with two objects: the head and a second, smaller region elsewhere in the photo. The
+    second one's returned box (after the head's) frames its own marker whenever it keeps at least
+    ``mosaic_min_visibility`` of its area in view, and is absent only when part of it is out of view."""
+    image, record = samples["Abyssinian_1"]
+    x0, _, x1, y1 = record.box
+    other = (0.02, 0.70, 0.22, 0.95) if x0 > 0.3 else (0.75, 0.70, 0.95, 0.95)
+    assert other[2] < x0 or other[0] > x1 or other[1] > y1  # apart from the head
+    cfg = dataclasses.replace(preset("strong"), mosaic_min_visibility=0.5)
+    cover = coverage(*image.shape[:2], other, "ellipse")
+    white, black = paint(image, cover, 255), paint(image, cover, 0)
+    kept = dropped = 0
+    for seed in range(60):
+        out_white, boxes, _ = augmented(white, record.box, cfg, seed, (other,))
+        out_black, _, _ = augmented(black, record.box, cfg, seed, (other,))
+        assert boxes.shape[0] in (1, 2)
+        diff = np.abs(out_white.astype(np.int16) - out_black.astype(np.int16)).max(axis=-1)
+        if boxes.shape[0] == 2:
+            kept += 1
+            assert_valid(boxes[1])
+            assert np.abs(marker_box(out_white, out_black) - boxes[1] * SIZE).max() <= TOLERANCE_PX, seed
+        elif diff.max() >= 40:
+            dropped += 1
+            # a dropped object is partly out of view: what is left of its marker touches the frame
+            left = marker_box(out_white, out_black)
+            assert left[0] <= 1 or left[1] <= 1 or left[2] >= SIZE - 1 or left[3] >= SIZE - 1, seed
+    assert kept >= 20 and dropped >= 1
 
 
 @pytest.mark.realdata
@@ -152,15 +187,13 @@ def test_a_box_the_preset_always_pushes_out_falls_back_to_the_resize(
     image, record = samples["Abyssinian_1"]
     # Translations of 90% of the side with no visibility slack leave the box out of view.
     cfg = AugmentConfig(name="away", affine=1.0, translate=0.9, min_visibility=0.999)
-    transform, fallback = train_transform(SIZE, cfg), eval_transform(SIZE)
-    transform.set_random_seed(0)
-    results = [apply_with_box(transform, fallback, image, record.box) for _ in range(10)]
+    results = [augmented(image, record.box, cfg, seed) for seed in range(10)]
     assert any(used for _, _, used in results)
-    for out, box, used in results:
-        assert_valid(box)
+    for out, boxes, used in results:
+        assert_valid(boxes[0])
         if used:
-            assert box == pytest.approx(record.box, abs=1e-6)
-            assert np.array_equal(out, cv2.resize(image, (SIZE, SIZE), interpolation=cv2.INTER_LINEAR))
+            assert boxes == pytest.approx(np.asarray([record.box]), abs=1e-6)
+            assert np.array_equal(out, resize_to_input(image, SIZE))
 
 
 def marked_mosaic(
@@ -174,7 +207,7 @@ def marked_mosaic(
     with the same seed: the draw depends on the seed alone, so the outputs differ only in the marker.
     """
     images = [image for image, _ in samples]
-    boxes = [record.box for _, record in samples]
+    boxes = [np.asarray([record.box]) for _, record in samples]
     _, kept = mosaic(images, boxes, SIZE, cfg, np.random.default_rng(seed))
     where: list[np.ndarray | None] = []
     visible: list[float] = []
@@ -231,3 +264,25 @@ def test_mosaic_drops_heads_mostly_out_of_view(samples: dict[str, tuple[np.ndarr
             assert np.abs(marker - box * SIZE).max() <= TOLERANCE_PX
         dropped += sum(0 < v < 0.45 for v in visible)
     assert dropped > 0  # some heads were partly visible yet dropped
+
+
+@pytest.mark.realdata
+def test_a_mirrored_mosaic_is_the_mosaic_mirrored(samples: dict[str, tuple[np.ndarray, Record]]) -> None:
+    """hflip=1 and hflip=0 make the same draw (the flip's draw comes last), so the flipped mosaic is
+    the plain one with its columns reversed and every box's x -> 1 - x."""
+    four = [samples[i] for i in IMAGES[:4]]
+    images, boxes = [im for im, _ in four], [np.asarray([r.box]) for _, r in four]
+    plain_cfg = AugmentConfig(scale=(0.6, 1.2), translate=0.1, mosaic=1.0)
+    shown = 0
+    for seed in range(8):
+        plain, plain_boxes = mosaic(images, boxes, SIZE, plain_cfg, np.random.default_rng(seed))
+        flipped, flipped_boxes = mosaic(
+            images, boxes, SIZE, dataclasses.replace(plain_cfg, hflip=1.0), np.random.default_rng(seed)
+        )
+        shown += len(plain_boxes)
+        assert np.array_equal(flipped, plain[:, ::-1])
+        expected = np.stack(
+            [1 - plain_boxes[:, 2], plain_boxes[:, 1], 1 - plain_boxes[:, 0], plain_boxes[:, 3]], 1
+        )
+        np.testing.assert_allclose(flipped_boxes, expected, atol=1e-6)
+    assert shown >= 8

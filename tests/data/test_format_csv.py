@@ -251,7 +251,7 @@ def test_several_rows_per_image_keep_the_largest_or_skip(tmp_path: Path) -> None
     assert_box(by_id["a"].box, EXPECTED)
     assert rs.classes[by_id["a"].labels["class"]] == "cat"
     assert rs.report.problems["multiple_objects"] == [
-        "a.jpg (labels.csv:2): 3 objects, kept the largest valid one"
+        "a.jpg (labels.csv:2): 3 objects, the largest valid one is the box"
     ]
     assert rs.report.n_images == 2
 

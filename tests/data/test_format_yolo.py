@@ -19,7 +19,7 @@ from PIL import Image
 import petloc.data.formats as formats
 from petloc.data.formats import detect_format, read_dataset
 from petloc.data.formats.yolo import read_yolo
-from petloc.data.records import DataReport, DatasetError, Record, RecordSet
+from petloc.data.records import MAX_OBJECTS, DataReport, DatasetError, Record, RecordSet
 
 SIZE = (80, 60)
 
@@ -363,6 +363,7 @@ def test_two_images_with_one_stem_in_one_folder(tmp_path: Path) -> None:
 
 
 def test_multi_object_keeps_the_largest_or_skips(tmp_path: Path) -> None:
+    """The largest box is the record's box; the others follow, largest first, as objects in view."""
     root = tmp_path / "ds"
     pair(root, "a.jpg", "a.txt", "0 0.2 0.2 0.1 0.1\n1 0.5 0.5 0.5 0.5\n0 0.8 0.8 0.2 0.2\n")
     pair(root, "b.jpg", "b.txt", "0 0.5 0.5 0.25 0.5\n")
@@ -370,8 +371,13 @@ def test_multi_object_keeps_the_largest_or_skips(tmp_path: Path) -> None:
     rs = read_dataset(root, "yolo")
     a = by_id(rs)["a"]
     assert_box(a.box, (0.25, 0.25, 0.75, 0.75))
+    assert len(a.others) == 2
+    assert_box(a.others[0], (0.7, 0.7, 0.9, 0.9))
+    assert_box(a.others[1], (0.15, 0.15, 0.25, 0.25))
+    assert a.boxes().shape == (3, 4)
+    assert by_id(rs)["b"].others == ()
     assert rs.classes[a.labels["class"]] == "dog"
-    assert rs.report.problems["multiple_objects"] == ["a.txt: 3 objects, kept the largest valid one"]
+    assert rs.report.problems["multiple_objects"] == ["a.txt: 3 objects, the largest valid one is the box"]
 
     skipped = read_dataset(root, "yolo", multi_object="skip")
     assert [r.image_id for r in skipped.records] == ["b"]
@@ -544,3 +550,16 @@ def test_reads_many_label_files_fast_listing_each_folder_once(
     assert all(len(a.objects) == 1 for a in parsed.annotations)
     assert parsed.label_sets == {"class": ["0", "1", "2"]}
     assert elapsed < 5.0, f"{elapsed:.2f} s for {n_folders * per_folder} label files"
+
+
+def test_a_record_carries_at_most_three_other_objects_the_largest(tmp_path: Path) -> None:
+    root = tmp_path / "ds"
+    # six square objects of sides 0.05..0.30 in a row; the record keeps the 0.30 one as its box
+    lines = "".join(
+        f"0 {0.1 + 0.15 * i:.2f} 0.5 {0.05 * (i + 1):.2f} {0.05 * (i + 1):.2f}\n" for i in range(6)
+    )
+    pair(root, "a.jpg", "a.txt", lines)
+    record = read_dataset(root, "yolo").records[0]
+    assert len(record.others) == MAX_OBJECTS - 1 == 3
+    widths = [round(b[2] - b[0], 6) for b in (record.box, *record.others)]
+    assert widths == [0.30, 0.25, 0.20, 0.15]

@@ -189,13 +189,14 @@ def test_center_loss_puts_a_centre_on_the_far_edge_in_the_last_cell() -> None:
     assert loss.item() == pytest.approx(hand_loss(logits, (1, 2), 0, h, w, 1.0), rel=1e-5)
 
 
-def test_center_loss_with_several_objects_splits_the_centre_mass_and_gives_cells_the_nearest_box() -> None:
+def test_center_loss_splits_the_centre_mass_by_area_and_gives_cells_the_nearest_box() -> None:
     """A mosaic's objects: (row 0, col 1) and (row 1, col 3) on a 3x5 grid, radius 1, plus an empty
-    slot with a box that must not count. Their neighbourhoods meet in columns 2 and 3; a cell takes
-    the object at the smaller Chebyshev distance, the first on a tie."""
+    slot with a box that must not count. The second is twice the first's area, so it gets 2/3 of the
+    centre mass. Their neighbourhoods meet in columns 2 and 3; a cell takes the object at the smaller
+    Chebyshev distance, the first on a tie."""
     h, w = 3, 5
-    first = torch.tensor([0.25, 0.05, 0.35, 0.25])  # centre (0.30, 0.15): column 1, row 0
-    second = torch.tensor([0.60, 0.40, 0.80, 0.60])  # centre (0.70, 0.50): column 3, row 1
+    first = torch.tensor([0.25, 0.05, 0.35, 0.25])  # centre (0.30, 0.15): column 1, row 0; area 0.02
+    second = torch.tensor([0.60, 0.40, 0.80, 0.60])  # centre (0.70, 0.50): column 3, row 1; area 0.04
     empty = torch.tensor([0.0, 0.9, 0.1, 1.0])  # centre in row 2, column 0: would add cells if counted
     boxes = torch.stack([first, second, empty]).unsqueeze(0)
     valid = torch.tensor([[True, True, False]])
@@ -215,7 +216,7 @@ def test_center_loss_with_several_objects_splits_the_centre_mass_and_gives_cells
             if dists[nearest] <= 1:
                 squared += [((0.5 - v) ** 2) for v in centres[nearest].tolist()]
     log_z = math.log(sum(math.exp(v) for v in logits))
-    cross_entropy = 0.5 * (log_z - logits[0 * w + 1]) + 0.5 * (log_z - logits[1 * w + 3])
+    cross_entropy = (log_z - logits[0 * w + 1]) / 3 + 2 * (log_z - logits[1 * w + 3]) / 3
     assert len(squared) == 4 * 13  # 6 cells around (0, 1) and 9 around (1, 3), 2 shared (ties: first)
     assert loss.item() == pytest.approx(sum(squared) / len(squared) + cross_entropy, rel=1e-5)
 
