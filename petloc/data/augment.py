@@ -67,6 +67,7 @@ def _area(box: Sequence[float]) -> float:
 
 
 def _clip(box: Sequence[float], lo: float = 0.0, hi: float = 1.0) -> tuple[float, float, float, float]:
+    """Each coordinate clamped to [lo, hi]."""
     return tuple(min(max(v, lo), hi) for v in box)  # type: ignore[return-value]
 
 

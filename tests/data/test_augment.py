@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from petloc import CONFIG_DIR
-from petloc.data.augment import AugmentConfig, augment_boxes, colour_transform, mosaic
+from petloc.data.augment import AugmentConfig, _map_box, augment_boxes, colour_transform, mosaic
 from petloc.data.cache import decode_image
 from petloc.data.formats import read_dataset
 from petloc.data.images import resize_to_input
@@ -286,3 +286,26 @@ def test_a_mirrored_mosaic_is_the_mosaic_mirrored(samples: dict[str, tuple[np.nd
         )
         np.testing.assert_allclose(flipped_boxes, expected, atol=1e-6)
     assert shown >= 8
+
+
+@pytest.mark.parametrize(
+    ("degrees", "expected"),
+    [
+        (0, (10.0, 20.0, 50.0, 40.0)),  # a stretch by 2 maps the corners: (5, 10, 25, 20) -> x2
+        # 90 degrees: the 40 x 20 box (semi-axes 20, 10) becomes 20 x 40 about the mapped centre
+        (90, (-30.0 - 10.0, 30.0 - 20.0, -30.0 + 10.0, 30.0 + 20.0)),
+        # 45 degrees: half-extents sqrt((20 cos)^2 + (10 sin)^2) = sqrt(250) on both axes
+        (45, None),
+    ],
+)
+def test_a_mapped_box_bounds_its_mapped_inscribed_ellipse(degrees: int, expected: tuple | None) -> None:
+    """Hand-computed: the box (5, 10, 25, 20) under "stretch by 2, then rotate about the origin"."""
+    t = np.radians(degrees)
+    c, s = np.cos(t), np.sin(t)
+    m = (2 * c, -2 * s, 0.0, 2 * s, 2 * c, 0.0)
+    box = _map_box(m, (5.0, 10.0, 25.0, 20.0))
+    centre = (2 * (c * 15 - s * 15), 2 * (s * 15 + c * 15))
+    if expected is None:
+        half = np.sqrt(250.0)
+        expected = (centre[0] - half, centre[1] - half, centre[0] + half, centre[1] + half)
+    assert box == pytest.approx(expected, abs=1e-9)
