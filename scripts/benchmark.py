@@ -236,9 +236,10 @@ def run(overrides: list[str], steps: int, warmup: int, repeats: int, chunk: int)
         loader_ips = measure_loader(dm, batches=steps)
 
         # the model-only ceiling (one real batch kept in memory) and the real pipeline, in turns
-        batch = next(iter(dm.train_dataloader()))
+        loader = dm.train_dataloader()
+        batch = next(iter(loader))
         model_ips, e2e_ips = measure_training(
-            PetLocModule(cfg, dm.class_names), batch, dm.train_dataloader(), steps, warmup, chunk
+            PetLocModule(cfg, dm.class_names), batch, loader, steps, warmup, chunk
         )
 
         module = PetLocModule(cfg, dm.class_names)  # a module without a Trainer, as deployment builds it

@@ -11,7 +11,7 @@ the boxes in closed form. A rotated box is the bounding box of its inscribed ell
 (albumentations' ``ellipse`` rule: a head is round, so this is the tight box). albumentations'
 per-call box bookkeeping (checking, converting, clipping and filtering a one-row array before and
 after every pipeline) cost twice as much as the resize itself; here the boxes are a few lines of
-numpy. Colour operations are albumentations' and never see a box.
+arithmetic. Colour operations are albumentations' and never see a box.
 
 The sample's own box must survive: a draw that leaves less than ``min_visibility`` of it in view is
 redrawn, falling back to the plain stretch, so no sample ever loses its target.
@@ -66,9 +66,24 @@ def _area(box: Sequence[float]) -> float:
     return max(box[2] - box[0], 0.0) * max(box[3] - box[1], 0.0)
 
 
-def _clip(box: Sequence[float], lo: float = 0.0, hi: float = 1.0) -> tuple[float, float, float, float]:
-    """Each coordinate clamped to [lo, hi]."""
-    return tuple(min(max(v, lo), hi) for v in box)  # type: ignore[return-value]
+UNIT_FRAME = (0.0, 0.0, 1.0, 1.0)
+
+
+def _clip(box: Sequence[float], frame: Sequence[float] = UNIT_FRAME) -> tuple[float, float, float, float]:
+    """The part of an xyxy box inside the xyxy ``frame``."""
+    x0, y0, x1, y1 = frame
+    return (
+        min(max(box[0], x0), x1),
+        min(max(box[1], y0), y1),
+        min(max(box[2], x0), x1),
+        min(max(box[3], y0), y1),
+    )
+
+
+def _in_view(box: Sequence[float], share: float, frame: Sequence[float] = UNIT_FRAME) -> bool:
+    """Whether at least ``share`` of the box's (positive) area lies inside ``frame``."""
+    area = _area(box)
+    return area > 0 and _area(_clip(box, frame)) >= share * area
 
 
 def _mirror(boxes: np.ndarray) -> np.ndarray:
@@ -152,11 +167,9 @@ def augment_boxes(
             out, kept = resize_to_input(image, size), boxes.tolist()
         else:
             mapped = [tuple(v / size for v in _map_box(m, box)) for box in pixels]
-            area = _area(mapped[0])
-            if not area > 0 or _area(_clip(mapped[0])) < cfg.min_visibility * area:
+            if not _in_view(mapped[0], cfg.min_visibility):
                 continue
-            floor = cfg.mosaic_min_visibility
-            kept = [mapped[0], *(b for b in mapped[1:] if _area(_clip(b)) >= floor * _area(b))]
+            kept = [mapped[0], *(b for b in mapped[1:] if _in_view(b, cfg.mosaic_min_visibility))]
             # cv2 maps pixel indices (pixel centres at i): the continuous map moved by half a pixel
             index = np.array(
                 [
@@ -231,17 +244,15 @@ def mosaic(
     mid_x, mid_y = round((xc - wx0) * zoom), round((yc - wy0) * zoom)
     lo_x, lo_y = max(round(-wx0 * zoom), 0), max(round(-wy0 * zoom), 0)
     hi_x, hi_y = min(round((2 * s - wx0) * zoom), s), min(round((2 * s - wy0) * zoom), s)
+    window = (lo_x, lo_y, hi_x, hi_y)
     kept = []
     for quadrant, image, image_boxes in zip(quadrants, images, boxes, strict=True):
         x0 = mid_x - tile if quadrant % 2 == 0 else mid_x
         y0 = mid_y - tile if quadrant < 2 else mid_y
         for bx0, by0, bx1, by1 in np.asarray(image_boxes).reshape(-1, 4).tolist():
             box = (bx0 * tile + x0, by0 * tile + y0, bx1 * tile + x0, by1 * tile + y0)
-            visible = (*_clip(box[::2], lo_x, hi_x), *_clip(box[1::2], lo_y, hi_y))  # x0, x1, y0, y1
-            visible = (visible[0], visible[2], visible[1], visible[3])
-            area = _area(box)
-            if area > 0 and _area(visible) >= cfg.mosaic_min_visibility * area:
-                kept.append(tuple(v / s for v in visible))
+            if _in_view(box, cfg.mosaic_min_visibility, window):
+                kept.append(tuple(v / s for v in _clip(box, window)))
         rx0, ry0, rx1, ry1 = max(x0, lo_x), max(y0, lo_y), min(x0 + tile, hi_x), min(y0 + tile, hi_y)
         if rx1 > rx0 and ry1 > ry0:
             resized = cv2.resize(image, (tile, tile), interpolation=cv2.INTER_LINEAR)

@@ -64,12 +64,12 @@ class BoxDataset(Dataset):
         if image is None:
             image, boxes = resize_to_input(self.cache.get(r.image_id), self.image_size), np.float32([r.box])
         slots = np.zeros((MAX_BOXES, 4), dtype=np.float32)
-        slots[: len(boxes)] = boxes[:MAX_BOXES]
+        slots[: len(boxes)] = boxes
         return {
             "image": torch.from_numpy(image),
             "box": torch.from_numpy(slots[0].copy()),
             "boxes": torch.from_numpy(slots),
-            "num_boxes": min(len(boxes), MAX_BOXES),
+            "num_boxes": len(boxes),
             "mosaic": is_mosaic,
             # the class index in the mode's label set (0 in box mode, where nothing reads it)
             "label": r.labels[self.label_set] if self.label_set is not None else 0,
