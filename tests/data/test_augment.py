@@ -18,13 +18,16 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import albumentations as A
 import cv2
 import numpy as np
 import pytest
+import torch
+import torchvision.transforms.v2.functional as TF
 import yaml
 
 from petloc import CONFIG_DIR
-from petloc.data.augment import AugmentConfig, _map_box, augment_boxes, colour_transform, mosaic
+from petloc.data.augment import AugmentConfig, ColourJitter, _map_box, augment_boxes, colour_transform, mosaic
 from petloc.data.cache import decode_image
 from petloc.data.formats import read_dataset
 from petloc.data.images import resize_to_input
@@ -309,3 +312,98 @@ def test_a_mapped_box_bounds_its_mapped_inscribed_ellipse(degrees: int, expected
         half = np.sqrt(250.0)
         expected = (centre[0] - half, centre[1] - half, centre[0] + half, centre[1] + half)
     assert box == pytest.approx(expected, abs=1e-9)
+
+
+def _float_rgb(image: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(image).permute(2, 0, 1).float() / 255
+
+
+def _to_uint8(x: torch.Tensor) -> np.ndarray:
+    return (x * 255).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
+
+
+# One step per factor, as torchvision.transforms.v2.functional defines it, indexed as in ColorJitter.
+TORCHVISION_STEPS = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue)
+
+
+def jitter(image: np.ndarray, factors: tuple[float, float, float, float], order: list[int]) -> np.ndarray:
+    params = dict(zip(("brightness", "contrast", "saturation", "hue"), factors, strict=True))
+    return ColourJitter(p=1.0).apply(image, order=order, **params)
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize(
+    ("factors", "order"),
+    [
+        ((0.7, 1.0, 1.0, 0.0), [0]),
+        ((1.0, 0.6, 1.0, 0.0), [1]),
+        ((1.0, 1.0, 0.6, 0.0), [2]),
+        ((0.8, 0.7, 0.6, 0.0), [2, 0, 1]),
+        ((0.9, 0.6, 0.7, 0.0), [1, 2, 0]),
+    ],
+)
+def test_colour_jitter_is_torchvisions_steps_in_one_pass(
+    samples: dict[str, tuple[np.ndarray, Record]], factors: tuple, order: list[int]
+) -> None:
+    """Brightness, contrast and saturation against torchvision's float implementation, step by step.
+    Factors at most 1 blend values that lie in [0, 255], so no step clips and only rounding differs."""
+    for image, _ in samples.values():
+        expected = _float_rgb(image)
+        for step in order:
+            expected = TORCHVISION_STEPS[step](expected, factors[step])
+        difference = np.abs(jitter(image, factors, order).astype(int) - _to_uint8(expected).astype(int))
+        assert difference.max() <= 1
+
+
+@pytest.mark.realdata
+def test_a_third_of_a_hue_turn_is_torchvisions_channel_permutation(
+    samples: dict[str, tuple[np.ndarray, Record]],
+) -> None:
+    """HSV's hue shift and the turn about the grey axis agree exactly at a third of a turn: red to green."""
+    for image, _ in samples.values():
+        expected = _to_uint8(TF.adjust_hue(_float_rgb(image), 1 / 3))
+        assert np.array_equal(expected, image[..., [2, 0, 1]])
+        assert np.abs(jitter(image, (1.0, 1.0, 1.0, 1 / 3), [3]).astype(int) - expected).max() <= 1
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("hue", [0.05, -0.1])
+def test_a_hue_shift_turns_colours_about_the_grey_axis(
+    samples: dict[str, tuple[np.ndarray, Record]], hue: float
+) -> None:
+    """Per pixel: the mean of R, G, B and the distance from the grey axis are kept, and the chroma
+    vector (the colour minus its mean) turns by ``hue`` turns. Pixels near grey or clipped are left out."""
+    image = samples[IMAGES[0]][0]
+    before = image.reshape(-1, 3).astype(float)
+    after = jitter(image, (1.0, 1.0, 1.0, hue), [3]).reshape(-1, 3).astype(float)
+    c0, c1 = before - before.mean(1, keepdims=True), after - after.mean(1, keepdims=True)
+    measurable = (np.linalg.norm(c0, axis=1) > 40) & (after.min(1) > 0) & (after.max(1) < 255)
+    assert measurable.sum() > 100
+    c0, c1 = c0[measurable], c1[measurable]
+    np.testing.assert_allclose(after[measurable].mean(1), before[measurable].mean(1), atol=1.0)
+    np.testing.assert_allclose(np.linalg.norm(c1, axis=1), np.linalg.norm(c0, axis=1), rtol=0.03)
+    # signed angle about the grey axis (1, 1, 1) / sqrt(3)
+    sine = np.cross(c0, c1) @ (np.ones(3) / np.sqrt(3))
+    angle = np.arctan2(sine, (c0 * c1).sum(1))
+    assert np.median(angle) == pytest.approx(2 * np.pi * hue, abs=0.01)
+
+
+@pytest.mark.realdata
+def test_colour_jitter_draws_albumentations_parameters_and_keeps_grey_grey(
+    samples: dict[str, tuple[np.ndarray, Record]],
+) -> None:
+    """Seeded alike, albumentations' ColorJitter and ours draw the same factors: without a hue
+    shift and with factors at most 1 the two images differ by rounding alone (the parent truncates
+    at each of its three steps, so by at most 3). With every step drawn, a grey image stays grey."""
+    image = samples[IMAGES[1]][0]
+    for seed in range(10):
+        ranges = dict(brightness=(0.6, 1.0), contrast=(0.6, 1.0), saturation=(0.6, 1.0), hue=0.0)
+        ours, theirs = ColourJitter(p=1.0, **ranges), A.ColorJitter(p=1.0, **ranges)
+        ours.set_random_seed(seed)
+        theirs.set_random_seed(seed)
+        assert np.abs(ours(image=image)["image"].astype(int) - theirs(image=image)["image"]).max() <= 3
+        grey = np.repeat(image[..., :1], 3, axis=2)
+        jittered = ColourJitter(p=1.0, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1)
+        jittered.set_random_seed(seed)
+        out = jittered(image=grey)["image"].astype(int)
+        assert np.abs(out - out[..., :1]).max() <= 1
