@@ -20,6 +20,14 @@ Warm-up steps are excluded and every figure is a median over steps or repeats.
 
 By default it measures ``data=oxford_pets`` on the shared real sample (``../shared/data/...``).
 
+    python scripts/benchmark.py --fit 120 [hydra overrides]
+
+instead runs petloc-train's whole loop (validation, checkpoints and logs included) for that many
+seconds of wall clock and prints what the budget bought: ``fit_steps``, ``fit_epochs``,
+``fit_steps_per_s``, ``fit_train_ips`` (training images/s; the model-only ceiling above, less
+loading, validation and per-epoch work) and ``fit_step_share``, the share of the wall clock spent
+inside training steps (a ratio within the run, unlike the speeds).
+
     python scripts/benchmark.py --readers 100000
 
 instead times each dataset reader's parse (annotations only: no image is opened or decoded) on a
@@ -30,6 +38,7 @@ and ``reader_s`` (seconds per format).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -58,6 +67,7 @@ from petloc.data.formats import FORMATS
 from petloc.data.records import DataReport
 from petloc.models.inference import InferenceModel, InferenceOptions
 from petloc.models.module import PetLocModule
+from petloc.train import train
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ["data=oxford_pets", f"data.root={REPO.parent / 'shared/data/oxford-pets-sample'}"]
@@ -71,6 +81,25 @@ class StepTimer(L.Callback):
 
     def on_train_batch_end(self, *args: Any) -> None:
         self.stamps.append(time.perf_counter())
+
+
+class StepShare(L.Callback):
+    """Seconds inside training steps (forward, backward, optimizer step) of the run it joins; the rest
+    of the run's wall clock is loading, validation, checkpoints and per-epoch work. A ratio within one
+    run, so it holds while the machine's speed drifts. ``latest``: the instance Hydra last built."""
+
+    latest: StepShare | None = None
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._start = 0.0
+        StepShare.latest = self
+
+    def on_train_batch_start(self, *args: Any) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, *args: Any) -> None:
+        self.seconds += time.perf_counter() - self._start
 
 
 class _Interleaved(IterableDataset):
@@ -278,6 +307,32 @@ def run(overrides: list[str], steps: int, warmup: int, repeats: int, chunk: int)
     }
 
 
+def measure_fit(overrides: list[str], seconds: int) -> dict[str, Any]:
+    """``petloc-train`` for ``seconds`` of wall clock (:func:`petloc.train.train`, every callback on):
+    the steps a time budget buys once validation, checkpoints and per-epoch work take their share."""
+    with tempfile.TemporaryDirectory() as tmp_name:
+        budget = f"00:00:{seconds // 60:02d}:{seconds % 60:02d}"
+        extra = [
+            f"trainer.max_time={budget}",
+            "trainer.enable_progress_bar=false",
+            f"+callbacks.step_share._target_={__name__}.StepShare",
+        ]
+        cfg = compose_config([*overrides, *extra], Path(tmp_name))
+        with contextlib.redirect_stdout(sys.stderr):  # the run's own report: stdout holds the JSON alone
+            metrics = train(cfg)
+    steps, train_s = int(metrics["global_step"]), metrics["train_time_s"]
+    return {
+        "fit_steps": steps,
+        "fit_epochs": int(metrics["epochs"]),
+        "fit_steps_per_s": round(steps / train_s, 2),
+        "fit_train_ips": round(steps * cfg.data.batch_size / train_s, 1),
+        "fit_seconds": round(train_s, 1),
+        "fit_step_share": round(StepShare.latest.seconds / train_s, 3) if StepShare.latest else None,
+        "config": {"overrides": overrides, "batch_size": cfg.data.batch_size},
+        "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()},
+    }
+
+
 def write_annotation_sets(n: int, root: Path) -> dict[str, Path]:
     """``n`` images in every format under ``root``, annotations only: image files are empty (the
     readers list them but never open them) and every image has one box of class ``a`` or ``b``."""
@@ -355,7 +410,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=10, help="steps excluded before measuring")
     parser.add_argument("--repeats", type=int, default=20, help="inference repeats (batch 32)")
     parser.add_argument("--readers", type=int, help="time the dataset readers on this many images instead")
+    parser.add_argument("--fit", type=int, help="run petloc-train for this many seconds instead (1-3599)")
     args = parser.parse_args(argv)
+    if args.fit:
+        if not 0 < args.fit < 3600:
+            parser.error(f"--fit {args.fit}: give seconds between 1 and 3599")
+        print(json.dumps(measure_fit(args.overrides, args.fit), indent=2))
+        return 0
     if args.readers:
         print(json.dumps(measure_readers(args.readers), indent=2))
         return 0

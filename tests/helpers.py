@@ -217,6 +217,7 @@ TINY_RUN = (
     "alpha=0.25",  # the smallest network: the checks need a checkpoint, not a good one
     "image_size=64",
     "data.synthetic.n=60",
+    "data.min_epoch_images=1",
     "data.batch_size=8",
     "data.num_workers=0",
     "trainer.max_epochs=2",

@@ -7,7 +7,9 @@ is never asserted in tests; the figures are recorded in BENCHMARKS.md.
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -40,6 +42,7 @@ def test_benchmark_prints_every_figure_for_the_config_it_measured(tmp_path: Path
         "--chunk=4",
         "data=synthetic_pets",
         f"data.synthetic.n={n}",
+        "data.min_epoch_images=1",
         f"data.batch_size={batch}",
         "data.num_workers=0",
         "image_size=64",
@@ -69,3 +72,38 @@ def test_benchmark_prints_every_figure_for_the_config_it_measured(tmp_path: Path
     assert (config["alpha"], config["image_size"], config["batch_size"]) == (0.5, 64, batch)
     assert (config["steps"], config["warmup"]) == (3, 1)
     assert report["machine"]["cpus"] == os.cpu_count()
+
+
+@pytest.mark.slow
+def test_benchmark_fit_reports_what_a_time_budget_bought(tmp_path: Path, cache_dir: Path) -> None:
+    """``--fit``: the whole training loop for a few seconds, with at least 64 images per epoch; the
+    steps per epoch follow from the passes and the training images the run's report names."""
+    batch = 8
+    command = [
+        sys.executable,
+        str(REPO / "scripts" / "benchmark.py"),
+        "--fit=8",
+        "data=synthetic_pets",
+        "data.synthetic.n=40",
+        "data.min_epoch_images=64",
+        f"data.batch_size={batch}",
+        "data.num_workers=0",
+        "image_size=64",
+        "alpha=0.25",
+        f"paths.cache_dir={cache_dir}",
+    ]
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    found = re.search(r"training epoch: (\d+) passes over the (\d+) training images", result.stderr)
+    assert found, result.stderr[-3000:]
+    passes, images = int(found[1]), int(found[2])
+    assert passes == math.ceil(64 / images) > 1
+    per_epoch = passes * images // batch  # drop_last
+    steps, epochs = report["fit_steps"], report["fit_epochs"]
+    assert steps > 0 and per_epoch * (epochs - 1) < steps <= per_epoch * epochs  # the last epoch may be cut
+    assert report["fit_steps_per_s"] == pytest.approx(steps / report["fit_seconds"], rel=0.02)
+    assert report["fit_train_ips"] == pytest.approx(batch * report["fit_steps_per_s"], rel=0.02)
+    assert report["config"]["batch_size"] == batch
+    assert 0 < report["fit_step_share"] < 1  # validation, checkpoints and loading take the rest

@@ -25,6 +25,7 @@ from tests.conftest import event_scalars
 TINY = (
     "image_size=64",
     "data.synthetic.n=60",
+    "data.min_epoch_images=1",
     "data.batch_size=8",
     "data.num_workers=0",
     "trainer.max_time=null",

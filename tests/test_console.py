@@ -43,6 +43,7 @@ def time_limited_run(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) 
         f"hydra.run.dir={run}",
         f"paths.cache_dir={cache_dir}",
         "data.synthetic.n=48",
+        "data.min_epoch_images=1",
         "image_size=64",
         "alpha=0.25",
         "data.batch_size=8",

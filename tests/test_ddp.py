@@ -50,6 +50,7 @@ def test_ddp_on_two_cpu_processes_logs_the_single_process_val_iou(
         "trainer.enable_progress_bar=false",
         "image_size=64",
         f"data.synthetic.n={N_SYNTHETIC}",
+        "data.min_epoch_images=1",
         f"data.batch_size={BATCH}",
         "data.num_workers=0",
     ]

@@ -28,6 +28,7 @@ RUN = (
     "alpha=0.25",
     "image_size=64",
     "data.batch_size=8",
+    "data.min_epoch_images=1",
     "data.num_workers=0",
     "trainer.max_epochs=1",
     "trainer.check_val_every_n_epoch=1",

@@ -46,6 +46,7 @@ from tests.conftest import PETLOC_TRAIN, REPO, event_scalars
 TINY = (
     "image_size=64",
     "data.synthetic.n=60",
+    "data.min_epoch_images=1",
     "data.batch_size=8",
     "trainer.max_time=null",
     "trainer.enable_progress_bar=false",

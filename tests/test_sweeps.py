@@ -59,6 +59,7 @@ SWEEP_TIMEOUT_S = 300
 TINY = (
     "image_size=64",
     "data.synthetic.n=60",
+    "data.min_epoch_images=1",
     "trainer.max_epochs=2",
     "trainer.check_val_every_n_epoch=1",  # one validation per epoch (the default is every second)
     "trainer.max_time=null",
@@ -357,7 +358,14 @@ def test_rendezvous_fails_jobs_that_run_one_after_another(
     tmp_path: Path, rendezvous_env: dict[str, str]
 ) -> None:
     """The oracle of the two tests below can fail: the basic launcher runs jobs one at a time."""
-    overrides = ("seed=0,1", RENDEZVOUS, "+callbacks.rendezvous.timeout_s=1", *SMALL)
+    # job folders by number: these overrides would name a folder past the 255 bytes a file name may take
+    overrides = (
+        "seed=0,1",
+        RENDEZVOUS,
+        "+callbacks.rendezvous.timeout_s=1",
+        *SMALL,
+        "hydra.sweep.subdir=${hydra.job.num}",
+    )
     result = petloc_train(tmp_path, *overrides, env=rendezvous_env)
     assert result.returncode != 0
     assert "only 1 of 2 jobs started" in result.stderr + result.stdout, output_tail(result)

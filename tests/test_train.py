@@ -76,6 +76,7 @@ def short_run(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> tupl
         "trainer.max_time=null",
         "trainer.enable_progress_bar=false",
         "data.synthetic.n=60",
+        "data.min_epoch_images=1",
         "data.batch_size=8",
         *SMALL,
     ]
@@ -205,6 +206,7 @@ def test_the_plateau_schedule_steps_only_after_validating_epochs(make_cfg: Calla
         "scheduler=plateau",
         "alpha=0.25",
         "data.synthetic.n=48",
+        "data.min_epoch_images=1",
         "data.batch_size=8",
         "trainer.max_epochs=4",
         "trainer.max_time=null",

@@ -8,6 +8,7 @@ and keeps per-sample work in the workers to the augmentation itself.
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,8 @@ class BoxDataset(Dataset):
 
     A sample's ``boxes`` has :data:`MAX_BOXES` rows, of which the first ``num_boxes`` are the objects
     in view: its own box first (also ``box``), then the image's other objects that stay in view, or,
-    in a mosaic, those of four training images.
+    in a mosaic, those of four training images. ``passes`` > 1 makes one epoch go over the records
+    that many times (mmdetection's ``RepeatDataset``): sample ``i`` is record ``i % len(records)``.
     """
 
     def __init__(
@@ -43,8 +45,10 @@ class BoxDataset(Dataset):
         augment: AugmentConfig | None,
         mosaic_on: torch.Tensor | None = None,
         label_set: str | None = None,
+        passes: int = 1,
     ) -> None:
         self.records = records
+        self.passes = passes
         self.label_set = label_set
         self.cache = cache
         self.image_size = image_size
@@ -56,9 +60,12 @@ class BoxDataset(Dataset):
         self._seeded = False
 
     def __len__(self) -> int:
-        return len(self.records)
+        return len(self.records) * self.passes
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"sample {index} of {len(self)}")  # ends iteration over the dataset
+        index %= len(self.records)
         r = self.records[index]
         image, boxes, is_mosaic = self._augment(index) if self.augment is not None else (None, None, False)
         if image is None:
@@ -117,7 +124,10 @@ class LocalizationDataModule(L.LightningDataModule):
     ``format`` names the reader (``auto`` detects it) and ``options`` are that reader's own keys;
     ``label_set`` is the label set the mode trains (``class``; ``species`` for Oxford pets; None:
     box only). ``image_size`` is the network's input side, validated with the config
-    (:func:`petloc.models.backbone.check_image_size`).
+    (:func:`petloc.models.backbone.check_image_size`). A training set of fewer than
+    ``min_epoch_images`` images is gone over several times per epoch (``train_passes``): validation,
+    ``last.ckpt`` and Lightning's own bookkeeping run once per epoch, and on a set of 160 images
+    (5 batches) they would otherwise take a quarter of a wall-clock budget (BENCHMARKS.md).
     """
 
     def __init__(
@@ -138,10 +148,13 @@ class LocalizationDataModule(L.LightningDataModule):
         cache_scale: float = 1.25,
         synthetic: dict | None = None,
         persistent_workers: bool = True,
+        min_epoch_images: int = 512,
     ) -> None:
         super().__init__()
         if not 0 < val_fraction <= 1:
             raise ValueError(f"data.val_fraction={val_fraction!r}: must be in (0, 1]")
+        if min_epoch_images < 1:
+            raise ValueError(f"data.min_epoch_images={min_epoch_images!r}: must be >= 1 (1: one pass)")
         self.root = Path(root).expanduser()
         self.format = format
         self.options = dict(options or {})
@@ -158,6 +171,8 @@ class LocalizationDataModule(L.LightningDataModule):
         self.max_side = round(image_size * cache_scale)
         self.synthetic = synthetic
         self.persistent_workers = persistent_workers
+        self.min_epoch_images = min_epoch_images
+        self.train_passes = 1
         self.dataset: RecordSet | None = None
         self.train_records: list[Record] = []
         self.val_records: list[Record] = []
@@ -205,6 +220,13 @@ class LocalizationDataModule(L.LightningDataModule):
         dataset.report.notes.append(
             f"split: {len(self.train_records)} train, {len(self.val_records)} val; {how}"
         )
+        if self.train_records:
+            self.train_passes = math.ceil(self.min_epoch_images / len(self.train_records))
+        if self.train_passes > 1:
+            dataset.report.notes.append(
+                f"training epoch: {self.train_passes} passes over the {len(self.train_records)} training "
+                f"images (fewer than data.min_epoch_images={self.min_epoch_images})"
+            )
         self.dataset, self.cache = dataset, cache
 
     @property
@@ -236,6 +258,7 @@ class LocalizationDataModule(L.LightningDataModule):
             self.augment if train else None,
             self.mosaic_on,
             self.label_set,
+            self.train_passes if train else 1,
         )
         sampler = None
         if not train and self.trainer is not None and self.trainer.world_size > 1:
@@ -249,7 +272,7 @@ class LocalizationDataModule(L.LightningDataModule):
             batch_size=self.batch_size,
             shuffle=train,
             sampler=sampler,
-            drop_last=train and len(records) > self.batch_size,
+            drop_last=train and len(dataset) > self.batch_size,
             num_workers=self.num_workers,
             persistent_workers=self.persistent_workers and self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),

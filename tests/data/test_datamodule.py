@@ -90,6 +90,31 @@ def test_every_usable_image_is_used_exactly_once(
     assert sorted(val_seen) == list(range(len(val_ids)))  # no shuffle, no drop: each once
     train_seen = [i for batch in dm.train_dataloader() for i in batch["index"].tolist()]
     assert len(train_seen) == len(set(train_seen)) == len(train_ids) // BATCH * BATCH  # drop_last
+    assert dm.train_passes == 1  # 580 training images: above data.min_epoch_images (512)
+
+
+@pytest.mark.realdata
+def test_a_small_training_set_is_gone_over_several_times_per_epoch(raccoon: Path, cache_dir: Path) -> None:
+    """160 raccoon training photos, at least 512 images per epoch: 4 passes, every photo 4 times."""
+    dm = LocalizationDataModule(
+        root=str(raccoon),
+        format="voc",
+        image_size=SIZE,
+        batch_size=BATCH,
+        num_workers=0,
+        augment=preset("strong"),
+        cache_dir=str(cache_dir),
+        persistent_workers=False,
+    )
+    dm.setup("fit")
+    assert (len(dm.train_records), dm.train_passes) == (160, 4)
+    assert "training epoch: 4 passes over the 160 training images" in dm.dataset.report.format_text()
+    seen = [i for batch in dm.train_dataloader() for i in batch["index"].tolist()]
+    assert len(seen) == 640  # 640 is a multiple of the batch: drop_last drops nothing
+    assert sorted(seen) == sorted(list(range(160)) * 4)
+    assert len(dm.val_dataloader().dataset) == 40  # validation is still one pass
+    with pytest.raises(ValueError, match=r"data.min_epoch_images=0: must be >= 1"):
+        LocalizationDataModule(root=str(raccoon), min_epoch_images=0)
 
 
 @pytest.mark.realdata

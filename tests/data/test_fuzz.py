@@ -203,6 +203,6 @@ def test_corrupted_files_are_dropped_exactly_and_epochs_run(
     for batch in dm.train_dataloader():
         assert batch["image"].shape[1:] == (64, 64, 3)
         seen += len(batch["image"])
-    assert seen == len(dm.train_records) // 8 * 8  # drop_last
+    assert seen == len(dm.train_records) * dm.train_passes // 8 * 8  # drop_last
     val = [batch["index"] for batch in dm.val_dataloader()]
     assert sum(len(v) for v in val) == len(dm.val_records)

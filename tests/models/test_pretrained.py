@@ -201,6 +201,7 @@ def finetuned(
         f"backbone.weights_file={imagenet_weights}",
         "image_size=64",
         "data.synthetic.n=48",
+        "data.min_epoch_images=1",
         "data.batch_size=8",
         "data.num_workers=0",
         "trainer.max_epochs=1",
