@@ -30,12 +30,20 @@ FIGURES = (
 )
 
 
+def run_benchmark(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``scripts/benchmark.py ARGS`` in a subprocess, as a user runs it; it must exit 0."""
+    command = [sys.executable, str(REPO / "scripts" / "benchmark.py"), *args]
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
 @pytest.mark.slow
 def test_benchmark_prints_every_figure_for_the_config_it_measured(tmp_path: Path, cache_dir: Path) -> None:
     n, batch = 40, 8
-    command = [
-        sys.executable,
-        str(REPO / "scripts" / "benchmark.py"),
+    result = run_benchmark(
+        tmp_path,
         "--steps=3",
         "--warmup=1",
         "--repeats=2",
@@ -48,10 +56,7 @@ def test_benchmark_prints_every_figure_for_the_config_it_measured(tmp_path: Path
         "image_size=64",
         "alpha=0.5",
         f"paths.cache_dir={cache_dir}",
-    ]
-    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}
-    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    )
     report = json.loads(result.stdout)
 
     for name in FIGURES:
@@ -79,9 +84,8 @@ def test_benchmark_fit_reports_what_a_time_budget_bought(tmp_path: Path, cache_d
     """``--fit``: the whole training loop for a few seconds, with at least 64 images per epoch; the
     steps per epoch follow from the passes and the training images the run's report names."""
     batch = 8
-    command = [
-        sys.executable,
-        str(REPO / "scripts" / "benchmark.py"),
+    result = run_benchmark(
+        tmp_path,
         "--fit=8",
         "data=synthetic_pets",
         "data.synthetic.n=40",
@@ -91,10 +95,7 @@ def test_benchmark_fit_reports_what_a_time_budget_bought(tmp_path: Path, cache_d
         "image_size=64",
         "alpha=0.25",
         f"paths.cache_dir={cache_dir}",
-    ]
-    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}
-    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    )
     report = json.loads(result.stdout)
     found = re.search(r"training epoch: (\d+) passes over the (\d+) training images", result.stderr)
     assert found, result.stderr[-3000:]
