@@ -321,13 +321,14 @@ def measure_fit(overrides: list[str], seconds: int) -> dict[str, Any]:
         with contextlib.redirect_stdout(sys.stderr):  # the run's own report: stdout holds the JSON alone
             metrics = train(cfg)
     steps, train_s = int(metrics["global_step"]), metrics["train_time_s"]
+    assert StepShare.latest is not None, "the run built no StepShare callback"
     return {
         "fit_steps": steps,
         "fit_epochs": int(metrics["epochs"]),
         "fit_steps_per_s": round(steps / train_s, 2),
         "fit_train_ips": round(steps * cfg.data.batch_size / train_s, 1),
         "fit_seconds": round(train_s, 1),
-        "fit_step_share": round(StepShare.latest.seconds / train_s, 3) if StepShare.latest else None,
+        "fit_step_share": round(StepShare.latest.seconds / train_s, 3),
         "config": {"overrides": overrides, "batch_size": cfg.data.batch_size},
         "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()},
     }

@@ -172,7 +172,6 @@ class LocalizationDataModule(L.LightningDataModule):
         self.synthetic = synthetic
         self.persistent_workers = persistent_workers
         self.min_epoch_images = min_epoch_images
-        self.train_passes = 1
         self.dataset: RecordSet | None = None
         self.train_records: list[Record] = []
         self.val_records: list[Record] = []
@@ -220,14 +219,17 @@ class LocalizationDataModule(L.LightningDataModule):
         dataset.report.notes.append(
             f"split: {len(self.train_records)} train, {len(self.val_records)} val; {how}"
         )
-        if self.train_records:
-            self.train_passes = math.ceil(self.min_epoch_images / len(self.train_records))
         if self.train_passes > 1:
             dataset.report.notes.append(
                 f"training epoch: {self.train_passes} passes over the {len(self.train_records)} training "
                 f"images (fewer than data.min_epoch_images={self.min_epoch_images})"
             )
         self.dataset, self.cache = dataset, cache
+
+    @property
+    def train_passes(self) -> int:
+        """Passes over the training records per epoch: enough for ``min_epoch_images`` samples."""
+        return math.ceil(self.min_epoch_images / len(self.train_records)) if self.train_records else 1
 
     @property
     def class_names(self) -> list[str]:
