@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import timm
 from timm.models.efficientnet import _gen_mobilenet_v1, _gen_mobilenet_v2
@@ -101,11 +102,14 @@ def create_backbone(
     alpha: float = 0.25,
     pretrained: bool = False,
     weights_file: str | None = None,
+    drop_path_rate: float = 0.0,
 ) -> nn.Module:
     """Build a timm feature extractor returning the stride-16 and stride-32 feature maps.
 
     The returned module has timm's ``feature_info`` (channels, reductions) and
-    ``pretrained_cfg`` (ImageNet mean/std used for input normalization).
+    ``pretrained_cfg`` (ImageNet mean/std used for input normalization). ``drop_path_rate`` is
+    timm's stochastic depth: each residual block's branch is dropped with a probability that grows
+    to this rate at the last block, a regularizer for fine-tuning on few images.
     """
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}")
@@ -116,11 +120,13 @@ def create_backbone(
             raise ValueError(
                 "backbone.weights_file is set but backbone.pretrained=false: set pretrained=true"
             )
-        return spec.generator(spec.template, alpha, features_only=True, out_indices=OUT_INDICES)
-    return _create_pretrained(name, alpha, weights_file)
+        return spec.generator(
+            spec.template, alpha, features_only=True, out_indices=OUT_INDICES, drop_path_rate=drop_path_rate
+        )
+    return _create_pretrained(name, alpha, weights_file, drop_path_rate)
 
 
-def _create_pretrained(name: str, alpha: float, weights_file: str | None) -> nn.Module:
+def _create_pretrained(name: str, alpha: float, weights_file: str | None, drop_path_rate: float) -> nn.Module:
     available = pretrained_alphas(name)
     model_name = BACKBONES[name].registered.get(float(alpha))
     if model_name is None or float(alpha) not in available:
@@ -129,10 +135,11 @@ def _create_pretrained(name: str, alpha: float, weights_file: str | None) -> nn.
             f"alpha in {available} with backbone.pretrained=true, or backbone.pretrained=false "
             "(random initialization)."
         )
+    kwargs = {"features_only": True, "out_indices": OUT_INDICES, "drop_path_rate": drop_path_rate}
     if weights_file:
-        return _load_weights_file(model_name, Path(weights_file).expanduser())
+        return _load_weights_file(model_name, Path(weights_file).expanduser(), kwargs)
     try:
-        return timm.create_model(model_name, pretrained=True, features_only=True, out_indices=OUT_INDICES)
+        return timm.create_model(model_name, pretrained=True, **kwargs)
     except (OSError, RuntimeError, ValueError) as exc:
         raise PretrainedWeightsError(
             f"could not load ImageNet weights for {model_name} ({type(exc).__name__}: {exc}). Offline? "
@@ -141,7 +148,7 @@ def _create_pretrained(name: str, alpha: float, weights_file: str | None) -> nn.
         ) from exc
 
 
-def _load_weights_file(model_name: str, path: Path) -> nn.Module:
+def _load_weights_file(model_name: str, path: Path, kwargs: dict[str, Any]) -> nn.Module:
     """Load a local copy of timm's weights strictly for the backbone's part of the network.
 
     timm itself loads feature extractors non-strictly, so a file of another model would leave the
@@ -150,7 +157,7 @@ def _load_weights_file(model_name: str, path: Path) -> nn.Module:
     """
     if not path.is_file():
         raise PretrainedWeightsError(f"backbone.weights_file={path} does not exist")
-    model = timm.create_model(model_name, pretrained=False, features_only=True, out_indices=OUT_INDICES)
+    model = timm.create_model(model_name, pretrained=False, **kwargs)
     try:
         missing, _ = model.load_state_dict(timm.models.load_state_dict(str(path)), strict=False)
     except Exception as exc:  # unreadable, unsafe (pickled objects) or wrong shapes: say which and why

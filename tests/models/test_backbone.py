@@ -6,6 +6,7 @@ test writes from timm's own registered model: the oracle is timm's state_dict, n
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from itertools import pairwise
 from pathlib import Path
 
@@ -13,7 +14,10 @@ import huggingface_hub.constants
 import pytest
 import timm
 import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
 from safetensors.torch import save_file
+from timm.layers import DropPath
 from torch import nn
 
 from petloc.models.backbone import BACKBONES, PretrainedWeightsError, create_backbone, pretrained_alphas
@@ -49,6 +53,33 @@ def test_channels_grow_with_alpha(name: str) -> None:
         assert all(n < w for n, w in zip(narrow, wide, strict=True)), channels
 
 
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_drop_path_rate_drops_residual_branches_in_training_only(name: str) -> None:
+    """timm's stochastic depth: with a rate, two training passes of one batch differ where the
+    family has residual blocks (MobileNet v1 has none, so there it changes nothing); in eval mode,
+    and at rate 0, the output is deterministic."""
+    x = torch.randn(2, 3, 64, 64)
+    for rate in (0.0, 0.5):
+        backbone = create_backbone(name, 0.5, drop_path_rate=rate).train()
+        first, second = backbone(x)[-1], backbone(x)[-1]
+        assert torch.equal(first, second) is (rate == 0.0 or name == "mobilenetv1")
+        backbone.eval()
+        with torch.no_grad():
+            assert torch.equal(backbone(x)[-1], backbone(x)[-1])
+
+
+def test_the_config_key_sets_timm_drop_path_up_to_the_rate(make_cfg: Callable[..., DictConfig]) -> None:
+    """``backbone.drop_path_rate`` of the real config reaches timm: one DropPath per residual block,
+    its probability rising block by block to at most the rate; none at the default 0."""
+    for rate in (0.0, 0.3):
+        cfg = make_cfg("backbone=mobilenetv2", f"backbone.drop_path_rate={rate}")
+        probs = [m.drop_prob for m in instantiate(cfg.backbone).modules() if isinstance(m, DropPath)]
+        if rate == 0.0:
+            assert probs == []
+        else:
+            assert probs == sorted(probs) and 0 < probs[0] < probs[-1] <= rate, probs
+
+
 def test_unknown_name_and_non_positive_alpha_are_rejected() -> None:
     with pytest.raises(ValueError, match="mobilenetv1"):
         create_backbone("resnet50", 0.5)
@@ -82,6 +113,19 @@ def test_pretrained_weights_come_from_the_weights_file(
         assert torch.equal(value, timm_mobilenetv2_050[key]), key
     stem = "conv_stem.weight"
     assert not torch.equal(random_init[stem], timm_mobilenetv2_050[stem])
+
+
+def test_a_weights_file_backbone_takes_the_drop_path_rate(
+    timm_mobilenetv2_050: dict[str, torch.Tensor], tmp_path: Path
+) -> None:
+    path = tmp_path / "mobilenetv2_050.safetensors"
+    save_file(timm_mobilenetv2_050, path)
+    backbone = create_backbone(
+        "mobilenetv2", 0.5, pretrained=True, weights_file=str(path), drop_path_rate=0.5
+    )
+    assert torch.equal(backbone.state_dict()["conv_stem.weight"], timm_mobilenetv2_050["conv_stem.weight"])
+    x = torch.randn(2, 3, 64, 64)
+    assert not torch.equal(backbone.train()(x)[-1], backbone(x)[-1])
 
 
 def test_pth_weights_are_read_with_weights_only(
