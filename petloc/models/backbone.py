@@ -115,18 +115,20 @@ def create_backbone(
         raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}")
     check_alpha(alpha)
     spec = BACKBONES[name]
+    # the same feature-extractor arguments for the random and the pretrained networks
+    kwargs = {"features_only": True, "out_indices": OUT_INDICES, "drop_path_rate": drop_path_rate}
     if not pretrained:
         if weights_file:
             raise ValueError(
                 "backbone.weights_file is set but backbone.pretrained=false: set pretrained=true"
             )
-        return spec.generator(
-            spec.template, alpha, features_only=True, out_indices=OUT_INDICES, drop_path_rate=drop_path_rate
-        )
-    return _create_pretrained(name, alpha, weights_file, drop_path_rate)
+        return spec.generator(spec.template, alpha, **kwargs)
+    return _create_pretrained(name, alpha, weights_file, kwargs)
 
 
-def _create_pretrained(name: str, alpha: float, weights_file: str | None, drop_path_rate: float) -> nn.Module:
+def _create_pretrained(
+    name: str, alpha: float, weights_file: str | None, kwargs: dict[str, Any]
+) -> nn.Module:
     available = pretrained_alphas(name)
     model_name = BACKBONES[name].registered.get(float(alpha))
     if model_name is None or float(alpha) not in available:
@@ -135,7 +137,6 @@ def _create_pretrained(name: str, alpha: float, weights_file: str | None, drop_p
             f"alpha in {available} with backbone.pretrained=true, or backbone.pretrained=false "
             "(random initialization)."
         )
-    kwargs = {"features_only": True, "out_indices": OUT_INDICES, "drop_path_rate": drop_path_rate}
     if weights_file:
         return _load_weights_file(model_name, Path(weights_file).expanduser(), kwargs)
     try:
