@@ -103,6 +103,7 @@ def create_backbone(
     pretrained: bool = False,
     weights_file: str | None = None,
     drop_path_rate: float = 0.0,
+    freeze_levels: int = 0,
 ) -> nn.Module:
     """Build a timm feature extractor returning the stride-16 and stride-32 feature maps.
 
@@ -110,6 +111,7 @@ def create_backbone(
     ``pretrained_cfg`` (ImageNet mean/std used for input normalization). ``drop_path_rate`` is
     timm's stochastic depth: each residual block's branch is dropped with a probability that grows
     to this rate at the last block, a regularizer for fine-tuning on few images.
+    ``freeze_levels``: see :func:`freeze_leading_levels`.
     """
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}")
@@ -122,8 +124,38 @@ def create_backbone(
             raise ValueError(
                 "backbone.weights_file is set but backbone.pretrained=false: set pretrained=true"
             )
-        return spec.generator(spec.template, alpha, **kwargs)
-    return _create_pretrained(name, alpha, weights_file, kwargs)
+        model = spec.generator(spec.template, alpha, **kwargs)
+    else:
+        model = _create_pretrained(name, alpha, weights_file, kwargs)
+    return freeze_leading_levels(model, freeze_levels)
+
+
+def freeze_leading_levels(model: nn.Module, levels: int) -> nn.Module:
+    """Stop training the stem and the first ``levels`` of the backbone's five feature levels
+    (strides 2, 4, 8, 16, 32): their weights get no gradient, in place; ``levels=0`` freezes nothing.
+
+    The early levels run at the highest resolutions, so their backward pass is the costliest part of
+    a training step, while pretrained features there (edges, textures) need little fine-tuning:
+    freezing them buys more steps in a time budget (Detectron2's ``FREEZE_AT``). Their batch-norm
+    statistics keep adapting to the data and the parameters keep their names, so checkpoints and the
+    deployed graph (folded batch norms) are those of an unfrozen network.
+    """
+    info = model.feature_info.info
+    if isinstance(levels, bool) or not isinstance(levels, int) or not 0 <= levels <= len(info):
+        raise ValueError(
+            f"backbone.freeze_levels={levels!r}: an int in [0, {len(info)}] (0 trains every layer)"
+        )
+    if levels == 0:
+        return model
+    # the stem's children, then each block, in the order the network applies them
+    units = [
+        f"blocks.{i}" if name == "blocks" else name
+        for name, child in model.named_children()
+        for i in (range(len(child)) if name == "blocks" else [None])
+    ]
+    last = units.index(info[levels - 1]["module"])
+    timm.utils.model.freeze(model, units[: last + 1], include_bn_running_stats=False)
+    return model
 
 
 def _create_pretrained(

@@ -80,6 +80,73 @@ def test_the_config_key_sets_timm_drop_path_up_to_the_rate(make_cfg: Callable[..
             assert probs == sorted(probs) and 0 < probs[0] < probs[-1] <= rate, probs
 
 
+def unit_strides(backbone: nn.Module, side: int = 64) -> dict[str, int]:
+    """Each stem layer's and each block's output stride, measured by forward hooks on a real pass."""
+    units = {
+        f"{name}.{i}" if name == "blocks" else name: module
+        for name, child in backbone.named_children()
+        for i, module in (enumerate(child) if name == "blocks" else [(None, child)])
+    }
+    strides: dict[str, int] = {}
+
+    def record(name: str) -> Callable[..., None]:
+        def hook(_module: nn.Module, _inputs: object, out: torch.Tensor) -> None:
+            strides[name] = side // out.shape[-1]
+
+        return hook
+
+    hooks = [m.register_forward_hook(record(n)) for n, m in units.items()]
+    with torch.no_grad():
+        backbone.eval()(torch.randn(1, 3, side, side))
+    for hook in hooks:
+        hook.remove()
+    return strides
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_freeze_levels_stops_gradients_up_to_the_levels_stride(name: str) -> None:
+    """``freeze_levels=k``: after a backward pass, exactly the layers whose output stride is at most
+    2**k (measured by hooks, not read from timm's feature_info) have no gradient; k=0 freezes none,
+    k=5 the whole backbone (a fixed feature extractor: nothing to backpropagate into)."""
+    strides = unit_strides(create_backbone(name, 0.5))
+    for levels in range(6):
+        backbone = create_backbone(name, 0.5, freeze_levels=levels).train()
+        out = sum(f.mean() for f in backbone(torch.randn(2, 3, 64, 64)))
+        assert out.requires_grad is (levels < 5)
+        if levels < 5:
+            out.backward()
+        for unit, stride in strides.items():
+            params = [p for n, p in backbone.named_parameters() if n == unit or n.startswith(unit + ".")]
+            frozen = stride <= 2**levels if levels else False
+            assert all((p.grad is None) is frozen for p in params), (levels, unit, stride)
+            assert all(p.requires_grad is not frozen for p in params), (levels, unit)
+
+
+def test_a_frozen_level_keeps_its_weights_and_names_but_adapts_its_batch_norm_statistics(
+    make_cfg: Callable[..., DictConfig],
+) -> None:
+    """Through the real config: an AdamW step (weight decay on) leaves the frozen stem unchanged and
+    moves the last level; the stem's running statistics follow the data; the state_dict has the
+    unfrozen network's keys, so checkpoints and init_from are interchangeable."""
+    backbone = instantiate(make_cfg("backbone=mobilenetv2", "backbone.freeze_levels=2").backbone).train()
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    optimizer = torch.optim.AdamW(backbone.parameters(), lr=0.1, weight_decay=0.05)
+    sum(f.mean() for f in backbone(torch.randn(4, 3, 64, 64) * 3 + 1)).backward()
+    optimizer.step()
+    after = backbone.state_dict()
+    assert set(after) == set(instantiate(make_cfg("backbone=mobilenetv2").backbone).state_dict())
+    assert torch.equal(after["conv_stem.weight"], before["conv_stem.weight"])
+    assert torch.equal(after["blocks.1.0.conv_pw.weight"], before["blocks.1.0.conv_pw.weight"])
+    assert not torch.equal(after["blocks.6.0.conv_pw.weight"], before["blocks.6.0.conv_pw.weight"])
+    assert not torch.equal(after["bn1.running_mean"], before["bn1.running_mean"])
+
+
+@pytest.mark.parametrize("levels", [-1, 6, 1.5, True, "2"])
+def test_freeze_levels_out_of_range_is_rejected(levels: object) -> None:
+    with pytest.raises(ValueError, match=r"freeze_levels.*\[0, 5\]"):
+        create_backbone("mobilenetv2", 0.5, freeze_levels=levels)  # type: ignore[arg-type]
+
+
 def test_unknown_name_and_non_positive_alpha_are_rejected() -> None:
     with pytest.raises(ValueError, match="mobilenetv1"):
         create_backbone("resnet50", 0.5)
