@@ -148,11 +148,9 @@ def freeze_leading_levels(model: nn.Module, levels: int) -> nn.Module:
     if levels == 0:
         return model
     # the stem's children, then each block, in the order the network applies them
-    units = [
-        f"blocks.{i}" if name == "blocks" else name
-        for name, child in model.named_children()
-        for i in (range(len(child)) if name == "blocks" else [None])
-    ]
+    units: list[str] = []
+    for name, child in model.named_children():
+        units += [f"blocks.{i}" for i in range(len(child))] if name == "blocks" else [name]
     last = units.index(info[levels - 1]["module"])
     timm.utils.model.freeze(model, units[: last + 1], include_bn_running_stats=False)
     return model
