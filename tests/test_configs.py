@@ -252,3 +252,9 @@ def test_training_rejects_a_mosaic_for_a_global_head(head: str, make_cfg: Callab
     validate_training_config(make_cfg(f"head={head}", "augment.mosaic=0"))
     validate_training_config(make_cfg("head=center", "augment.mosaic=0.5"))
     validate_config(make_cfg(f"head={head}", "augment.mosaic=0.5"))  # loading a model: no augmentation
+
+
+def test_validate_rejects_a_data_side_other_than_the_model_side(make_cfg: Callable[..., DictConfig]) -> None:
+    assert make_cfg("image_size=96").data.image_size == 96  # the data follows image_size
+    with pytest.raises(ConfigError, match=r"data.image_size=160 differs from image_size=128.*set image_size"):
+        validate_config(make_cfg("data.image_size=160"))

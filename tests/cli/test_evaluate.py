@@ -18,6 +18,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from petloc.cli.evaluate import evaluate
+from petloc.config import ConfigError
 from tests.helpers import TrainedRun  # the session's trained_run fixture (tests/conftest.py)
 
 METRICS = {"val/iou", "val/acc50", "val/acc75", "val/iou_pooled", "val/iou_mean_box", "val/cls_acc"}
@@ -136,3 +137,17 @@ def test_console_script_writes_into_its_hydra_run_folder(
     assert abs(metrics["val/iou"] - max(logged(trained_run.run_dir, "val/iou"))) < 1e-4
     assert (run_dir / ".hydra" / "overrides.yaml").is_file()
     assert {"per_image.csv", "iou_histogram.png", "worst_k.png"} <= {p.name for p in run_dir.iterdir()}
+
+
+def test_eval_refuses_another_input_side_than_the_checkpoint_was_trained_at(
+    trained_run: TrainedRun, make_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    """The head reads normalized box sizes from extents in pixels, so another side scales every box."""
+    cfg = make_cfg(
+        f"ckpt_path={trained_run.best}", f"output={tmp_path}", "+data.image_size=96", config_name="eval"
+    )
+    with pytest.raises(
+        ConfigError, match=r"data.image_size=96 differs from image_size=64.*drop data.image_size"
+    ):
+        evaluate(cfg)
+    assert not (tmp_path / "metrics.json").exists()
