@@ -25,12 +25,13 @@ def validate_config(cfg: DictConfig) -> None:
         InferenceOptions.from_config(cfg.get("inference"))
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
-    data_side = cfg.get("data", {}).get("image_size", cfg.get("image_size"))
-    if data_side != cfg.get("image_size"):
+    side = cfg.get("image_size")
+    data_side = cfg.get("data", {}).get("image_size", side)
+    if data_side != side:
         # The head reads an object's normalized size from its extent in pixels: fed another side than
         # the model's, it draws every box too small or too large (RESULTS.md, "Other datasets").
         raise ConfigError(
-            f"data.image_size={data_side} differs from image_size={cfg.get('image_size')}, the model's "
+            f"data.image_size={data_side} differs from image_size={side}, the model's "
             "input side: its boxes would come out at the wrong scale. To train at another side, set "
             "image_size (the data follows it); a checkpoint runs at the side it was trained at, so "
             "drop data.image_size."
