@@ -78,7 +78,8 @@ def merge_config(trained: DictConfig, overrides: DictConfig | None = None) -> Di
     (``data.root=PATH``, ``inference.refine=false``, the app's ``paths``) changes only its non-null
     keys: null means "as trained".
 
-    ``backbone.pretrained`` is forced off: the weights come from the checkpoint, nothing is downloaded.
+    ``backbone.pretrained`` is forced off (no weights file or folder is read): the weights, and the
+    input normalization, come from the checkpoint; nothing is downloaded.
     """
     cfg = OmegaConf.create(OmegaConf.to_container(trained, resolve=True))
     if "inference" not in cfg:
@@ -100,6 +101,7 @@ def merge_config(trained: DictConfig, overrides: DictConfig | None = None) -> Di
     OmegaConf.resolve(cfg)
     cfg.backbone.pretrained = False
     cfg.backbone.weights_file = None
+    cfg.backbone.weights_dir = None
     validate_config(cfg)
     return cfg
 

@@ -26,6 +26,8 @@ RACCOON = SHARED / "data" / "raccoon"
 IMAGENET_WEIGHTS = Path(
     os.environ.get("PETLOC_IMAGENET_WEIGHTS", SHARED / "weights/mobilenetv2_100_in1k.safetensors")
 )
+# The shared folder of pretrained weights files, each under the name petloc's backbone registry knows.
+WEIGHTS_DIR = Path(os.environ.get("PETLOC_SHARED_WEIGHTS", SHARED / "weights"))
 # The console script of this environment, for tests that run training as a user does.
 PETLOC_TRAIN = Path(sys.executable).with_name("petloc-train")
 
@@ -64,6 +66,12 @@ def raccoon() -> Path:
 def imagenet_weights() -> Path:
     """The shared ImageNet weights of timm's mobilenetv2_100 (PETLOC_IMAGENET_WEIGHTS moves them)."""
     return require_shared(IMAGENET_WEIGHTS, IMAGENET_WEIGHTS, "ImageNet weights")
+
+
+@pytest.fixture(scope="session")
+def weights_dir() -> Path:
+    """The shared weights folder: ImageNet MobileNetV2 and EfficientNet-Lite0, the SSDLite MobileNetV2."""
+    return require_shared(WEIGHTS_DIR, WEIGHTS_DIR / "tf_efficientnet_lite0.safetensors", "weights folder")
 
 
 @pytest.fixture(scope="session")

@@ -87,15 +87,18 @@ def write_coco(records: Sequence[Record], classes: Sequence[str], out: Path) -> 
 
 
 def write_yolo(records: Sequence[Record], classes: Sequence[str], out: Path) -> None:
-    """``images/`` + ``labels/`` (``class cx cy w h``) + ``data.yaml`` with the names."""
+    """``images/`` + ``labels/`` (``class cx cy w h``, a line per object: the box, then the image's
+    other objects, under the image's class) + ``data.yaml`` with the names."""
     names = list(classes) or ["object"]
     (out / "labels").mkdir(parents=True, exist_ok=True)
     for r in records:
         _copy_image(r, out / "images")
-        x0, y0, x1, y1 = r.box
         cls = names.index(_class(r, classes))
-        line = f"{cls} {(x0 + x1) / 2:.9f} {(y0 + y1) / 2:.9f} {x1 - x0:.9f} {y1 - y0:.9f}\n"
-        (out / "labels" / f"{r.path.stem}.txt").write_text(line)
+        lines = [
+            f"{cls} {(x0 + x1) / 2:.9f} {(y0 + y1) / 2:.9f} {x1 - x0:.9f} {y1 - y0:.9f}\n"
+            for x0, y0, x1, y1 in r.boxes().tolist()
+        ]
+        (out / "labels" / f"{r.path.stem}.txt").write_text("".join(lines))
     yaml_names = "".join(f"  {i}: {json.dumps(n)}\n" for i, n in enumerate(names))
     (out / "data.yaml").write_text(f"path: .\ntrain: images\nval: images\nnames:\n{yaml_names}")
 

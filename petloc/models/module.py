@@ -69,10 +69,12 @@ class PetLocModule(L.LightningModule):
         self.box_loss: nn.Module = instantiate(cfg.loss)
         num_classes = len(self.class_names)
         self.classifier = nn.Linear(channels[-1], num_classes) if self.mode.classifies else None
+        # The backbone's input normalization, saved with the weights: a checkpoint (and its ONNX
+        # graph) normalizes as it was trained, whatever the config it is rebuilt from says.
         pretrained = self.backbone.pretrained_cfg
         mean, std = pretrained["mean"], pretrained["std"]
-        self.register_buffer("pixel_mean", torch.tensor(mean).view(1, 3, 1, 1) * 255, persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(std).view(1, 3, 1, 1) * 255, persistent=False)
+        self.register_buffer("pixel_mean", torch.tensor(mean).view(1, 3, 1, 1) * 255)
+        self.register_buffer("pixel_std", torch.tensor(std).view(1, 3, 1, 1) * 255)
         self.register_buffer("mean_box", torch.tensor([0.25, 0.25, 0.75, 0.75]))
         self.train_loss = MeanMetric()
         self.val_loss = MeanMetric()
