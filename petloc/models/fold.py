@@ -4,7 +4,9 @@ becomes that convolution's scale and bias.
 In eval mode a BatchNorm is a fixed per-channel affine map, so folding it changes no output (to
 float rounding) and saves a full pass over every activation map, which on a CPU costs about as much
 as a depthwise convolution. timm's ``BatchNormAct2d`` carries its activation inside; folding keeps
-that activation (and its dropout placeholder) in place of the norm.
+that activation (and its dropout placeholder) in place of the norm. A convolution folds when it is
+a plain ``Conv2d`` or timm's ``Conv2dSame`` (TensorFlow's padding, applied to the input before the
+same convolution); other subclasses may transform their weights in ``forward`` and are left alone.
 """
 
 from __future__ import annotations
@@ -14,8 +16,12 @@ import dataclasses
 import itertools
 
 import torch
+from timm.layers import Conv2dSame
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+# Convolutions whose forward uses their weight and bias as stored, so a folded copy computes the same.
+FOLDABLE = (nn.Conv2d, Conv2dSame)
 
 
 def _fold_children(parent: nn.Module) -> int:
@@ -23,7 +29,7 @@ def _fold_children(parent: nn.Module) -> int:
     children = list(parent.named_children())
     folded = 0
     for (conv_name, conv), (bn_name, bn) in itertools.pairwise(children):
-        if type(conv) is not nn.Conv2d or not isinstance(bn, nn.BatchNorm2d) or bn.running_mean is None:
+        if type(conv) not in FOLDABLE or not isinstance(bn, nn.BatchNorm2d) or bn.running_mean is None:
             continue
         setattr(parent, conv_name, fuse_conv_bn_eval(conv, bn))
         tail = [m for m in bn.children() if not isinstance(m, nn.Identity)]  # timm: drop, act

@@ -1,8 +1,10 @@
-"""Real ImageNet weights: the Hugging Face cache path, other widths, and a fine-tuned run end to end.
+"""Real pretrained weights: the Hugging Face cache path, other widths, and a fine-tuned run of each
+pretrained backbone end to end (train, eval, predict, the Python API, export).
 
-The weights are torchvision's MobileNetV2 ImageNet weights renamed to timm's ``mobilenetv2_100``
-(``../shared/weights``, see its README). The oracle for every loaded tensor is the file itself, read
-with ``safetensors.torch.load_file``, never petloc's or timm's loading code.
+The weights are the files of ``../shared/weights`` (see its README): MobileNetV2 and
+EfficientNet-Lite0 on ImageNet, and the SSDLite person detector's MobileNetV2. The oracle for
+every loaded tensor is the file itself, read with ``safetensors.torch.load_file``, never petloc's
+or timm's loading code.
 
 A user with internet gets timm's weights from the Hugging Face hub; no test can download, so the
 shared file is laid into a temporary hub cache in huggingface_hub's own layout and loaded offline:
@@ -15,6 +17,7 @@ import csv
 import hashlib
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,12 +43,6 @@ from tests.helpers import run_export
 
 # A made-up commit of the hub repository: the cache only needs refs/main to name a snapshot folder.
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
-
-
-@pytest.fixture(scope="module")
-def imagenet_tensors(imagenet_weights: Path) -> dict[str, torch.Tensor]:
-    """The oracle: the file's tensors as safetensors reads them."""
-    return load_file(imagenet_weights)
 
 
 # ---- the Hugging Face cache path ---------------------------------------------------------------
@@ -105,34 +102,38 @@ def cache_listing(hub: Path) -> set[Path]:
     return {p.relative_to(hub) for p in hub.rglob("*")}
 
 
+@pytest.mark.parametrize(
+    ("backbone", "model_name", "file"),
+    [
+        ("mobilenetv2", "mobilenetv2_100", "mobilenetv2_100_in1k.safetensors"),
+        ("efficientnet_lite0", "tf_efficientnet_lite0", "tf_efficientnet_lite0.safetensors"),
+    ],
+)
 def test_hub_cache_and_weights_file_load_the_same_tensors(
-    offline_hub: Path, imagenet_weights: Path, imagenet_tensors: dict[str, torch.Tensor]
+    backbone: str, model_name: str, file: str, offline_hub: Path, weights_dir: Path
 ) -> None:
     """``pretrained=true`` alone (timm's hub download, served from the cache) and ``weights_file=PATH``
     give bit-identical backbones; the oracle for both is the file read with safetensors."""
-    repo_id, filename = hub_location("mobilenetv2_100")
-    assert repo_id.startswith("timm/mobilenetv2_100."), repo_id  # the default tag, e.g. ra_in1k
-    pointer = add_to_hub_cache(offline_hub, repo_id, filename, imagenet_weights)
+    weights = weights_dir / file
+    tensors = load_file(weights)
+    repo_id, filename = hub_location(model_name)
+    assert repo_id.startswith(f"timm/{model_name}."), repo_id  # the default tag, e.g. ra_in1k
+    pointer = add_to_hub_cache(offline_hub, repo_id, filename, weights)
     # huggingface_hub itself finds the file where the layout says (the same resolution, no network)
     assert huggingface_hub.try_to_load_from_cache(repo_id, filename) == str(pointer)
     laid = cache_listing(offline_hub)
 
-    from_hub = create_backbone("mobilenetv2", 1.0, pretrained=True).state_dict()
-    from_file = create_backbone("mobilenetv2", 1.0, pretrained=True, weights_file=str(imagenet_weights))
-    from_file = from_file.state_dict()
+    from_hub = create_backbone(backbone, 1.0, pretrained=True).state_dict()
+    from_file = create_backbone(backbone, 1.0, pretrained=True, weights_file=str(weights)).state_dict()
 
     assert cache_listing(offline_hub) == laid, "an offline load must not write into the cache"
     assert from_hub.keys() == from_file.keys()
     # the feature extractor is the network up to the last block: conv_head, bn2 and classifier stay out
-    assert set(from_hub) <= set(imagenet_tensors)
-    assert {k.split(".")[0] for k in set(imagenet_tensors) - set(from_hub)} == {
-        "conv_head",
-        "bn2",
-        "classifier",
-    }
+    assert set(from_hub) <= set(tensors)
+    assert {k.split(".")[0] for k in set(tensors) - set(from_hub)} == {"conv_head", "bn2", "classifier"}
     for key, value in from_hub.items():
         assert torch.equal(value, from_file[key]), key
-        assert torch.equal(value, imagenet_tensors[key]), key
+        assert torch.equal(value, tensors[key]), key
 
 
 def test_offline_with_an_empty_cache_is_an_error_naming_the_options(offline_hub: Path) -> None:
@@ -167,7 +168,7 @@ def test_the_alpha_1_file_at_another_published_width_is_refused(alpha: float, im
     width it fits, never a partly loaded backbone."""
     assert alpha in pretrained_alphas("mobilenetv2")
     with pytest.raises(
-        PretrainedWeightsError, match="holds the weights of backbone=mobilenetv2 alpha=1.0"
+        PretrainedWeightsError, match=re.escape("holds the weights of backbone=mobilenetv2 alpha=1.0")
     ) as info:
         create_backbone("mobilenetv2", alpha, pretrained=True, weights_file=str(imagenet_weights))
     assert f"backbone.weights_file={imagenet_weights}" in str(info.value)

@@ -2,9 +2,10 @@
 a weights folder, checked on real photos; a wrong pairing stops with the file and what it fits named.
 
 Oracles: the ImageNet classifiers' own top-1 on real pet photos (a cat or dog class: ImageNet classes
-151-268 are dogs, 281-285 domestic cats, 286-293 the wild cats a spotted Bengal is taken for), and, for the detection backbone, which has no classifier, the batch
-norms' stored statistics against the statistics of their inputs on real photos (a layer sees what it
-was trained on only when the padding, the layout and the input scaling are the right ones).
+151-268 are dogs, 281-285 domestic cats, 286-293 the wild cats a spotted Bengal is taken for); for
+the detection backbone, which has no classifier, the batch norms' stored statistics against the
+statistics of their inputs on real photos (a layer sees what it was trained on only when the
+padding, the layout and the input scaling are the right ones).
 """
 
 from __future__ import annotations
