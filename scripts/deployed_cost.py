@@ -24,7 +24,7 @@ import onnxruntime as ort
 import torch
 
 from petloc.checkpoint import load_model
-from petloc.cli.export import export_onnx, median_ms
+from petloc.cli.export import median_ms, onnx_call
 from petloc.models.inference import InferenceModel
 
 
@@ -66,20 +66,13 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory() as tmp:
         petloc_onnx = Path(tmp) / "petloc.onnx"
-        export_onnx(petloc_model, petloc_input.repeat(2, 1, 1, 1), petloc_onnx)
+        # exported as petloc-export does (traced on a batch of two), run by onnxruntime at batch 1
+        petloc_ort = onnx_call(petloc_model, petloc_input.repeat(2, 1, 1, 1), petloc_onnx, petloc_input)
         yolo_onnx = Path(yolo.export(format="onnx", imgsz=args.yolo_imgsz, batch=1, simplify=False))
-        sessions = {
-            name: ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-            for name, path in (("petloc", petloc_onnx), ("yolo", yolo_onnx))
-        }
-        feeds = {
-            "petloc": {sessions["petloc"].get_inputs()[0].name: petloc_input.numpy()},
-            "yolo": {sessions["yolo"].get_inputs()[0].name: yolo_input.numpy()},
-        }
-        timed = median_ms(
-            {name: (lambda n=name: sessions[n].run(None, feeds[n])) for name in sessions}, args.runs
-        )
-        report |= {f"onnxruntime_{name}_ms": value for name, value in timed.items()}
+        yolo_session = ort.InferenceSession(str(yolo_onnx), providers=["CPUExecutionProvider"])
+        yolo_feed = {yolo_session.get_inputs()[0].name: yolo_input.numpy()}
+        calls = {"petloc": petloc_ort, "yolo": lambda: yolo_session.run(None, yolo_feed)}
+        report |= {f"onnxruntime_{name}_ms": value for name, value in median_ms(calls, args.runs).items()}
         report["onnx_mb"] = {
             "petloc": round(petloc_onnx.stat().st_size / 2**20, 2),
             "yolo": round(yolo_onnx.stat().st_size / 2**20, 2),

@@ -59,6 +59,16 @@ class BackboneSpec:
     weights_files: dict[float, str] = field(default_factory=dict)
     normalization: tuple[float, float] | None = None  # (mean, std) of inputs in [0, 1]
 
+    def file_names(self, alpha: float) -> list[str]:
+        """The names a weights folder may hold this family's weights at ``alpha`` under, preferred
+        first: its known file, then timm's model name (``.safetensors``, ``.pth``) where timm's
+        weights are this family's (not for a family whose timm name stands for other padding or
+        normalization)."""
+        known = self.weights_files.get(float(alpha))
+        model_name = self.registered[float(alpha)]
+        timm_names = [f"{model_name}.safetensors", f"{model_name}.pth"] if self.hub else []
+        return ([known] if known else []) + timm_names
+
     def build(self, alpha: float, **kwargs: Any) -> nn.Module:
         """The network at width ``alpha``, randomly initialized, with its normalization set."""
         model = self.generator(self.template, alpha, **self.options, **kwargs)
@@ -225,7 +235,7 @@ def _create_pretrained(
     if path is not None:
         return load_weights_file(spec.build(alpha, **kwargs), name, alpha, path)
     model_name = spec.registered[float(alpha)]
-    expected = spec.weights_files.get(float(alpha), f"{model_name}.safetensors")
+    expected = spec.file_names(alpha)[0]
     offline_options = (
         f"backbone.weights_file=PATH ({expected}), or backbone.weights_dir=DIR (or ${WEIGHTS_DIR_ENV}) "
         f"holding {expected}, or backbone.pretrained=false"
@@ -247,17 +257,12 @@ def _create_pretrained(
 
 def find_weights_file(name: str, alpha: float, weights_dir: str | None) -> Path | None:
     """The file of ``name`` at ``alpha`` in ``weights_dir`` (else ``$PETLOC_WEIGHTS_DIR``; neither
-    set: None, timm downloads). Looked for under the family's known file name, then timm's model name
-    (``.safetensors``, ``.pth``); a folder without any of them is an error naming what it looked for."""
+    set: None, timm downloads), under :meth:`BackboneSpec.file_names`; a folder without any of them
+    is an error naming what it looked for."""
     folder = weights_dir or os.environ.get(WEIGHTS_DIR_ENV)
     if not folder:
         return None
-    spec = BACKBONES[name]
-    model_name = spec.registered[float(alpha)]
-    known = spec.weights_files.get(float(alpha))
-    names = ([known] if known else []) + [f"{model_name}.safetensors", f"{model_name}.pth"]
-    if not spec.hub:  # timm's name stands for other weights (another padding or normalization)
-        names = names[:1]
+    names = BACKBONES[name].file_names(alpha)
     directory = Path(folder).expanduser()
     for candidate in names:
         if (directory / candidate).is_file():
