@@ -1,17 +1,19 @@
-"""``petloc-data``: make the synthetic set, download the real one, and check a dataset folder.
+"""``petloc-data``: make the synthetic set, download the real one, check a dataset folder, convert one.
 
-Usage::
+Usage (the format names are the registry's, :mod:`petloc.data.formats`)::
 
-    petloc-data synth OUT [--format oxford|voc|coco|yolo|csv] [--n N] [--seed S] [--decode]
+    petloc-data synth OUT [--format FORMAT] [--n N] [--seed S] [--decode]
     petloc-data download ROOT [--base-url URL] [--decode]
-    petloc-data check ROOT [--format auto|oxford|voc|coco|yolo|csv] [--decode]
+    petloc-data check ROOT [--format auto|FORMAT] [--decode]
+    petloc-data convert SRC OUT --format FORMAT [--from auto|FORMAT] [--images hardlink|symlink|copy]
 
-Every subcommand ends with the check: it names the format (detected unless given), prints the
-reader's report (the counts and names of every file that was fixed up or left out) and exits 0 when
-usable boxed images remain, 1 with the reason when none do. ``--decode`` also decodes every usable
-image, which finds truncated and corrupt files that a header probe cannot see; training does the
-same decode (the decode cache), so this is the way to learn about such files before a run rather
-than at its start.
+``convert`` prints the source's report and what the target has no place for (``not_carried``).
+Every subcommand ends with the check (``convert``: of OUT): it names the format (detected unless
+given), prints the reader's report (the counts and names of every file that was fixed up or left
+out) and exits 0 when usable boxed images remain, 1 with the reason when none do. ``--decode`` also
+decodes every usable image, which finds truncated and corrupt files that a header probe cannot see;
+training does the same decode (the decode cache), so this is the way to learn about such files
+before a run rather than at its start.
 """
 
 from __future__ import annotations
@@ -25,10 +27,10 @@ from pathlib import Path
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from petloc.data.cache import build_decode_cache
-from petloc.data.formats import FORMATS, detect_format, read_dataset
+from petloc.data.convert import convert
+from petloc.data.formats import FORMATS, LINKS, detect_format, read_dataset, writable
 from petloc.data.records import DatasetError
-from petloc.data.synthetic import generate_synthetic_pets
-from petloc.data.writers import WRITERS
+from petloc.data.synthetic import synthesize
 
 # Side of the throw-away cache that `--decode` builds. A JPEG is still read to its last byte at a
 # reduced DCT scale, so truncation and corruption are found while the cache stays small.
@@ -60,26 +62,22 @@ def check(root: Path, format: str = "auto", decode: bool = False) -> int:
     return 0
 
 
-def synth(out: Path, format: str, n: int, seed: int) -> Path:
-    """The synthetic set in ``format``: generated in the Oxford layout (the generator's own), then,
-    for another format, its boxed images written by :data:`WRITERS` into ``out`` (which must not
-    hold anything yet). Class = breed."""
-    if format == "oxford":
-        return generate_synthetic_pets(out, n=n, seed=seed)
-    if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out} is not empty: choose a new folder for the {format} set")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # beside OUT, so that images are hard-linked rather than copied
-    with tempfile.TemporaryDirectory(prefix=".petloc-synth-", dir=out.parent) as tmp:
-        dataset = read_dataset(generate_synthetic_pets(Path(tmp) / "oxford", n=n, seed=seed), "oxford")
-        WRITERS[format](dataset.records, dataset.classes, out)
-    return out
+def convert_command(source: Path, out: Path, format: str, source_format: str, images: str) -> int:
+    """Print the source's report and what was not carried over; 1 when nothing could be written."""
+    try:
+        dataset, lost = convert(source, out, format, images, source_format)  # type: ignore[arg-type]
+    except (DatasetError, FileExistsError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"read: {dataset.report.format_text()}")
+    print(f"wrote: {lost.format_text()}")
+    return 0
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="petloc-data",
-        description="Make the synthetic set, download the real one, and check a dataset folder.",
+        description="Make the synthetic set, download the real one, check a dataset folder, convert one.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     decode = argparse.ArgumentParser(add_help=False)
@@ -92,7 +90,9 @@ def _parser() -> argparse.ArgumentParser:
     synth = sub.add_parser("synth", parents=[decode], help="generate the synthetic set, then check it")
     synth.add_argument("out", type=Path, help="folder to write")
     synth.add_argument(
-        "--format", default="oxford", choices=["oxford", *WRITERS], help="layout to write (default oxford)"
+        "--format",
+        choices=list(FORMATS),
+        help="format to write (default: the generator's own, Oxford-IIIT Pet's)",
     )
     synth.add_argument("--n", type=int, default=1200, help="number of images (default 1200)")
     synth.add_argument("--seed", type=int, default=0, help="generation seed (default 0)")
@@ -108,16 +108,36 @@ def _parser() -> argparse.ArgumentParser:
     check_.add_argument(
         "--format", default="auto", choices=["auto", *FORMATS], help="the folder's format (default: detect)"
     )
+
+    convert_ = sub.add_parser(
+        "convert", parents=[decode], help="write a dataset in another format, then check it"
+    )
+    convert_.add_argument("source", type=Path, help="dataset folder to read")
+    convert_.add_argument("out", type=Path, help="new or empty folder to write")
+    convert_.add_argument("--format", required=True, choices=writable(), help="the format to write")
+    convert_.add_argument(
+        "--from",
+        dest="source_format",
+        default="auto",
+        choices=["auto", *FORMATS],
+        help="SRC's format (default: detect)",
+    )
+    convert_.add_argument(
+        "--images",
+        default="hardlink",
+        choices=LINKS,
+        help="how OUT gets the images: hardlink (default; a copy across file systems), symlink or copy",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run one subcommand; the return value is the exit status."""
     args = _parser().parse_args(argv)
-    fmt = getattr(args, "format", "auto")
+    fmt = getattr(args, "format", None) or "auto"
     if args.command == "synth":
         try:
-            root = synth(args.out, args.format, n=args.n, seed=args.seed)
+            root = synthesize(args.out, args.format, n=args.n, seed=args.seed)
         except (ValueError, FileExistsError) as error:  # bad --n/--seed, or OUT holds something else
             print(f"error: {error}", file=sys.stderr)
             return 1
@@ -131,6 +151,11 @@ def main(argv: list[str] | None = None) -> int:
         except DownloadError as error:
             print(f"error: {error}", file=sys.stderr)
             return 1
+    elif args.command == "convert":
+        status = convert_command(args.source, args.out, args.format, args.source_format, args.images)
+        if status:
+            return status
+        root = args.out
     else:
         root = args.root
     return check(root, fmt, decode=args.decode)

@@ -1,5 +1,6 @@
-"""Image files: which names count as images, header probing, decoding, safe folder listing, and the
-reader that turns a file into exactly the model input validation gives it (:class:`ImageReader`).
+"""Image files: which names count as images, header probing, decoding, listing the images to
+predict, and the reader that turns a file into exactly the model input validation gives it
+(:class:`ImageReader`).
 
 Every place that opens an image (the readers' probe, the decode cache, predict and eval) catches
 the same :data:`IMAGE_ERRORS`, so a file that is not a decodable image is a named skip everywhere.
@@ -7,9 +8,6 @@ the same :data:`IMAGE_ERRORS`, so a file that is not a decodable image is a name
 
 from __future__ import annotations
 
-import os
-import stat
-from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import cv2
@@ -118,43 +116,3 @@ def list_images(path: str | Path) -> list[Path]:
     if path.is_file():
         return [path]
     raise FileNotFoundError(f"input {path} is neither an image file nor a folder")
-
-
-def safe_names(
-    folder: Path, suffixes: Iterable[str], on_bad_name: Callable[[str, str], None]
-) -> dict[str, Path]:
-    """Map stem -> path for the regular files in ``folder`` with one of ``suffixes``.
-
-    The folder is listed as bytes so that a name that is not UTF-8 is reported (through
-    ``on_bad_name(name, fix)``) instead of crashing every later ``str`` operation on it; broken
-    links, loops and a second file with an already-seen stem are reported the same way. Entries are
-    sorted so that which of two files with one stem is kept does not depend on the file system.
-    """
-    found: dict[str, Path] = {}
-    if not folder.is_dir():
-        return found
-    suffixes = tuple(suffixes)
-    with os.scandir(os.fsencode(folder)) as it:
-        entries = sorted(it, key=lambda e: e.name)
-    for entry in entries:
-        try:
-            name = os.fsdecode(entry.name)
-            name.encode("utf-8")
-        except UnicodeError:
-            on_bad_name(repr(entry.name), "rename the file to a UTF-8 name")
-            continue
-        if not name.lower().endswith(suffixes):
-            continue
-        try:
-            mode = os.stat(entry.path).st_mode  # follows links: raises on a loop or a dangling link
-        except OSError as exc:
-            on_bad_name(name, f"{exc.strerror or exc}")
-            continue
-        if not stat.S_ISREG(mode):
-            continue
-        stem = Path(name).stem
-        if stem in found:
-            on_bad_name(name, f"same stem as {found[stem].name}, which is used")
-            continue
-        found[stem] = folder / name
-    return found

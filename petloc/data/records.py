@@ -63,6 +63,7 @@ PROBLEMS: dict[str, tuple[bool, str]] = {
     "invalid_box": (False, "box is non-finite, inverted, zero-area or entirely outside the image"),
     "malformed_entry": (False, "a line, row or JSON entry lacks the format's fields: skipped"),
     "bad_name": (False, "file name is not valid UTF-8, a broken link or loop, or repeats another's stem"),
+    "not_carried": (False, "what the written format has no place for: not in the written copy"),
 }
 
 
@@ -81,7 +82,8 @@ class Record:
     split (``train``, ``val``, ``test``) when it brings one. In an image with several objects, ``box``
     is the largest and ``others`` are the next largest (at most :data:`MAX_OBJECTS` - 1, largest
     first): they are not the target, but training shows them to a dense head as objects in view, so
-    it does not learn that a second raccoon is background.
+    it does not learn that a second raccoon is background. ``other_classes`` are their class names
+    (None: the object has none), which a writer needs to copy every object.
     """
 
     image_id: str
@@ -92,6 +94,7 @@ class Record:
     labels: Mapping[str, int] = field(default_factory=dict, hash=False)
     split: str | None = None
     others: tuple[Box, ...] = ()
+    other_classes: tuple[str | None, ...] = ()
 
     def boxes(self) -> np.ndarray:
         """[1 + len(others), 4] float64: the box, then the image's other objects."""
@@ -267,6 +270,19 @@ def to_voc_pixels(box: Sequence[float], width: int, height: int) -> tuple[float,
     )
 
 
+def voc_pixels(box: Sequence[float], width: int, height: int) -> tuple[float | int, ...]:
+    """Normalized xyxy -> what a VOC XML or pixel CSV writes: 1-based inclusive integers where the
+    box sits on pixel edges (up to float noise), else 0-based edges; :func:`voc_pixels_to_edges`
+    reads either back exactly."""
+    edges = []
+    for value in (v * s for v, s in zip(box, (width, height) * 2, strict=True)):
+        rounded = round(value)
+        edges.append(rounded if abs(value - rounded) < 1e-6 else round(value, 4))
+    if all(isinstance(v, int) for v in edges):
+        return edges[0] + 1, edges[1] + 1, edges[2], edges[3]
+    return tuple(edges)
+
+
 def probe_into(path: Path, report: DataReport) -> tuple[int, int] | None:
     """(width, height) from the header, reporting a misnamed format, a non-RGB mode or an EXIF
     rotation; None (reported) when the file cannot be opened."""
@@ -292,12 +308,14 @@ def assemble(
     multi_object: MultiObject = "largest",
     label_sets: Mapping[str, list[str]] | None = None,
     hint: str | None = None,
+    max_objects: int | None = MAX_OBJECTS,
 ) -> RecordSet:
     """Validate parsed annotations against their images and build the records (see the module doc).
 
     ``label_sets`` fixes the class lists (and their order) where the format defines them (COCO
     categories, YOLO names, Oxford's CLASS-IDs); a class name not in them is reported. Other label
-    sets are the sorted names that occur. Raises :class:`DatasetError` when nothing is usable,
+    sets are the sorted names that occur. A record keeps at most ``max_objects`` objects (None: all).
+    Raises :class:`DatasetError` when nothing is usable,
     with ``hint`` (the reader's one-line diagnosis, e.g. the first missing piece of its layout).
     """
     if multi_object not in ("largest", "skip"):
@@ -347,7 +365,7 @@ def assemble(
             continue
         valid.sort(key=lambda v: -_area(v[0][0]))  # stable: equal areas keep the file's order
         (nbox, clipped), obj = valid[0]
-        others = tuple(n[0] for n, _ in valid[1:MAX_OBJECTS])
+        others = valid[1:max_objects]
         if clipped:
             report.add("box_clipped", ann.source, f"box {tuple(round(v, 3) for v in obj.box)}")
         if any(o.difficult for o in objects):
@@ -371,7 +389,9 @@ def assemble(
             continue
         labels = {k: index[k][n] for k, n in _labels_of(ann, obj).items()}
         image_id = ann.image_id or ann.image.stem
-        records.append(Record(image_id, ann.image, width, height, nbox, labels, ann.split, others))
+        boxes = tuple(n[0] for n, _ in others)
+        classes = tuple(_labels_of(ann, o).get("class") for _, o in others)
+        records.append(Record(image_id, ann.image, width, height, nbox, labels, ann.split, boxes, classes))
     records.sort(key=lambda r: r.image_id)
     report.n_usable = len(records)
     if not records:

@@ -21,6 +21,7 @@ import contextlib
 import math
 import os
 import shutil
+import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,9 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
+from petloc.data.convert import convert, empty_folder
+from petloc.data.formats import FORMATS, detect_format
+
 __all__ = [
     "SYNTHETIC_BREEDS",
     "SYNTHETIC_VERSION",
@@ -36,6 +40,7 @@ __all__ = [
     "compose_scene",
     "generate_synthetic_pets",
     "image_rng",
+    "synthesize",
 ]
 
 # Bump when the drawing changes: it is part of the cache marker, so old caches are regenerated.
@@ -628,4 +633,23 @@ def generate_synthetic_pets(out: Path | str, n: int = 1200, seed: int = 0, progr
                 raise
     finally:
         shutil.rmtree(partial, ignore_errors=True)  # already gone after a successful rename
+    return out
+
+
+def synthesize(out: Path, format: str | None = None, n: int = 1200, seed: int = 0) -> Path:
+    """The synthetic set in ``out``: in the generator's own layout (``format`` None, or the format
+    that reads it), else generated beside ``out`` and written by ``format``'s writer (the records'
+    boxed images; class = breed). ``out`` must be new or empty for a written format."""
+    if format is None or FORMATS[format].write is None:
+        generate_synthetic_pets(out, n=n, seed=seed)
+        if format not in (None, found := detect_format(out)):
+            raise ValueError(
+                f"format {format} is read only: {out} holds the generator's own layout ({found})"
+            )
+        return out
+    empty_folder(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # beside OUT, so that the images are hard-linked rather than copied
+    with tempfile.TemporaryDirectory(prefix=".petloc-synth-", dir=out.parent) as tmp:
+        convert(generate_synthetic_pets(Path(tmp) / "pets", n=n, seed=seed), out, format)
     return out

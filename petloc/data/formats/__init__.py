@@ -1,21 +1,44 @@
-"""Dataset formats: one module per format behind one signature, and the registry that finds them.
+"""Dataset formats: one module per format, and the registry built from them.
+
+A module ``formats/X.py`` holds all of format X and ends with ``register(Format(...))``: its
+``detect(root)`` (a cheap look at a folder) with its ``priority`` (lower is tried first, where one
+folder could pass for two formats), its reader and, when petloc can write it, its writer. Every
+module in this package is imported here, so the detection order, the "cannot tell the format"
+message, the ``--format`` choices of ``petloc-data`` and the writers of ``convert``, ``synth`` and
+``petloc-predict format=`` all come from the registry; adding a format is adding its module.
 
 A reader is ``read(root: Path, report: DataReport, **options) -> Parsed``: it parses its files into
 :class:`~petloc.data.records.Annotation` s and reports what it cannot parse;
-:func:`~petloc.data.records.assemble` does the rest for every format alike. Each reader registers
-itself with :func:`register`, with a cheap ``detect(root)`` that says whether a folder looks like its
-format, so ``petloc-data check ROOT`` and ``data.format=auto`` can name it.
+:func:`~petloc.data.records.assemble` does the rest for every format alike. A writer is
+``write(images: Sequence[Labelled], classes: Sequence[str], out: Path, link: Link) -> None``.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
-from collections.abc import Callable
+import os
+import pkgutil
+import shutil
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from petloc.data.records import Annotation, DataReport, DatasetError, MultiObject, RecordSet, assemble
+from petloc.data.records import (
+    MAX_OBJECTS,
+    Annotation,
+    Box,
+    DataReport,
+    DatasetError,
+    MultiObject,
+    RecordSet,
+    assemble,
+)
+
+Link = Literal["hardlink", "symlink", "copy"]
+LINKS: tuple[Link, ...] = ("hardlink", "symlink", "copy")
 
 
 @dataclass
@@ -28,53 +51,99 @@ class Parsed:
     hint: str | None = None
 
 
+@dataclass(frozen=True)
+class Labelled:
+    """One image as a writer writes it: its file name in the written set, every object's normalized
+    box, class (None: none) and score (predictions only; None: none), and its split."""
+
+    name: str
+    path: Path
+    width: int
+    height: int
+    boxes: tuple[Box, ...]
+    labels: tuple[str | None, ...]
+    scores: tuple[float | None, ...] = ()
+    split: str | None = None
+
+    @property
+    def stem(self) -> str:
+        return Path(self.name).stem
+
+    def score(self, i: int) -> float | None:
+        return self.scores[i] if i < len(self.scores) else None
+
+
+def file_names(ids: Sequence[str], paths: Sequence[Path]) -> list[str]:
+    """Each image's file name in a written set: its own, unless another image has the same stem
+    (``train/a.jpg``, ``valid/a.jpg``); then its id with ``/`` as ``__`` (``train__a.jpg``)."""
+    repeated = {stem for stem, n in Counter(p.stem for p in paths).items() if n > 1}
+    return [
+        i.replace("/", "__") + p.suffix if p.stem in repeated else p.name
+        for i, p in zip(ids, paths, strict=True)
+    ]
+
+
 Reader = Callable[..., Parsed]
+Writer = Callable[[Sequence[Labelled], Sequence[str], Path, Link], None]
 
 
 @dataclass(frozen=True)
 class Format:
+    """Everything the registry knows of one format (module doc)."""
+
     name: str
     read: Reader
     detect: Callable[[Path], bool]
+    priority: int  # detection order, lower first
+    looks_for: str  # what detect looks for, for the "cannot tell the format" message
+    write: Writer | None = None  # None: read only
+    keep_split: bool = True  # whether the writer keeps each image's split
 
 
 FORMATS: dict[str, Format] = {}
-# Detection order matters where one folder holds several formats: the Oxford layout is also VOC
-# XMLs, and a VOC folder may carry a CSV export beside it (the richer format wins; --format picks).
-DETECTION_ORDER = ("oxford", "coco", "yolo", "voc", "csv")
 
 
-def register(name: str, detect: Callable[[Path], bool]) -> Callable[[Reader], Reader]:
-    """Decorator: add a reader to :data:`FORMATS` under ``name``."""
+def register(fmt: Format) -> Format:
+    """Add a format to :data:`FORMATS` (replacing one of the same name)."""
+    FORMATS[fmt.name] = fmt
+    return fmt
 
-    def wrap(read: Reader) -> Reader:
-        FORMATS[name] = Format(name, read, detect)
-        return read
 
-    return wrap
+def detection_order() -> list[Format]:
+    return sorted(FORMATS.values(), key=lambda f: (f.priority, f.name))
+
+
+def writable() -> list[str]:
+    """The names of the formats petloc can write, in detection order."""
+    return [f.name for f in detection_order() if f.write is not None]
 
 
 def detect_format(root: Path) -> str:
-    """The first registered format whose ``detect`` accepts ``root``; a clear error when none does."""
+    """The first format (by priority) whose ``detect`` accepts ``root``; a clear error when none does."""
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DatasetError(f"dataset folder {root} does not exist: pass data.root=PATH (or ROOT) to a folder")
-    for name in DETECTION_ORDER:
-        if FORMATS[name].detect(root):
-            return name
+    order = detection_order()
+    for fmt in order:
+        if fmt.detect(root):
+            return fmt.name
     raise DatasetError(
-        f"cannot tell the format of {root}: found no Oxford-IIIT Pet lists, COCO JSON, YOLO labels, VOC "
-        f"XMLs or CSV. Name it with data.format=NAME (petloc-data check --format NAME), "
-        f"one of {list(FORMATS)}"
+        f"cannot tell the format of {root}: found no {', '.join(f.looks_for for f in order)}. "
+        f"Name it with data.format=NAME (petloc-data check --format NAME), one of {[f.name for f in order]}"
     )
 
 
 def read_dataset(
-    root: str | Path, format: str = "auto", multi_object: MultiObject = "largest", **options: Any
+    root: str | Path,
+    format: str = "auto",
+    multi_object: MultiObject = "largest",
+    max_objects: int | None = MAX_OBJECTS,
+    **options: Any,
 ) -> RecordSet:
     """Read and validate a dataset folder in any registered format (``auto``: detect it).
 
-    ``options`` are the format's own (e.g. ``file``, ``columns`` for CSV). Raises
+    ``options`` are the format's own (e.g. ``file``, ``columns`` for CSV); ``max_objects`` caps the
+    objects a record keeps (None: all, as ``convert`` needs). Raises
     :class:`~petloc.data.records.DatasetError` only when no usable boxed image remains; everything
     else is counted and named in the record set's report.
     """
@@ -91,8 +160,41 @@ def read_dataset(
     except TypeError as exc:
         raise DatasetError(f"data.options for format {name!r}: {exc}") from exc
     parsed = read(root, report, **options)
-    return assemble(parsed.annotations, root, name, report, multi_object, parsed.label_sets, parsed.hint)
+    return assemble(
+        parsed.annotations, root, name, report, multi_object, parsed.label_sets, parsed.hint, max_objects
+    )
 
 
-# Importing the modules registers them.
-from petloc.data.formats import oxford, coco, yolo, voc, csv  # noqa: E402, F401, I001
+def place_image(image: Labelled, folder: Path, link: Link) -> str:
+    """Put the image's file into ``folder`` under :attr:`Labelled.name` (a hard link falls back to a
+    copy across file systems; a symbolic link points at the resolved file); returns the name."""
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / image.name
+    if not target.exists() and not target.is_symlink():
+        if link == "symlink":
+            target.symlink_to(image.path.resolve())
+            return target.name
+        if link == "hardlink":
+            try:
+                os.link(image.path, target)
+                return target.name
+            except OSError:
+                pass
+        shutil.copy2(image.path, target)
+    return target.name
+
+
+def class_name(label: str | None) -> str:
+    """The class a writer writes for an object without one (a box-only dataset)."""
+    return "object" if label is None else label
+
+
+def class_list(images: Sequence[Labelled], classes: Sequence[str]) -> list[str]:
+    """``classes``, then any other class the objects name (sorted), or ``["object"]`` when none do."""
+    extra = sorted({class_name(lb) for im in images for lb in im.labels} - set(classes))
+    return [*classes, *extra]
+
+
+# Importing each module of this package registers its format.
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")

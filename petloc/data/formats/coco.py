@@ -31,13 +31,14 @@ from __future__ import annotations
 import json
 import os
 import posixpath
-import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from petloc.data.formats import Parsed, register
+from petloc.data.files import FileIndex, is_absolute
+from petloc.data.files import image_id as to_image_id
+from petloc.data.formats import Format, Labelled, Link, Parsed, class_list, class_name, place_image, register
 from petloc.data.records import Annotation, DataReport, DatasetError, RawObject, split_from_name
 
 Key = int | str
@@ -49,7 +50,6 @@ SNIFF_BYTES = 64 * 1024  # COCO writers put "images" after info/licenses/categor
 DETECT_MAX_FILES = 64  # a folder of per-image JSONs (LabelMe) must not make detection slow
 DETECT_PARSE_MAX_BYTES = 4 * 1024 * 1024
 COCO_KEYS = ("images", "annotations", "categories")
-_WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:/")
 # COCO's own companion files beside instances_*.json: captions, keypoints, stuff and panoptic
 # segments and test-image lists hold no object boxes of their own (or the persons again).
 COMPANIONS = ("captions_", "person_keypoints_", "stuff_", "panoptic_", "image_info_")
@@ -131,25 +131,6 @@ def _size(entry: dict[str, Any]) -> tuple[int, int] | None:
     return round(width), round(height)
 
 
-class _Folders:
-    """Which files exist, one listing per folder: 100,000 ``is_file`` calls per candidate folder
-    would dominate reading a big COCO file, most of all when the images are missing."""
-
-    def __init__(self) -> None:
-        self.listed: dict[str, frozenset[str]] = {}
-
-    def files(self, folder: str) -> frozenset[str]:
-        names = self.listed.get(folder)
-        if names is None:
-            try:
-                with os.scandir(folder) as it:
-                    names = frozenset(e.name for e in it if e.is_file())
-            except (OSError, ValueError):  # ValueError: a NUL or lone surrogate in a JSON's file_name
-                names = frozenset()
-            self.listed[folder] = names
-        return names
-
-
 @dataclass
 class _Resolver:
     """Finds an image entry's ``file_name`` under the candidate folders of one JSON (module doc)."""
@@ -157,7 +138,7 @@ class _Resolver:
     root: Path
     bases: list[str]  # existing candidate folders, in order of precedence
     fallback: str  # the JSON's folder: where a missing image is reported
-    folders: _Folders
+    index: FileIndex
     ids: dict[str, str] = field(default_factory=dict)  # image_id -> path from ROOT: ids stay unique
 
     def __post_init__(self) -> None:
@@ -173,13 +154,13 @@ class _Resolver:
         """(path of the first existing file, else the path under the JSON's folder; image_id)."""
         name = file_name.replace("\\", "/")
         tries = [name]
-        if os.path.isabs(name) or _WINDOWS_DRIVE.match(name):  # written on the annotator's machine
+        if is_absolute(name):  # written on the annotator's machine
             tries = [name, posixpath.basename(name)]
         for candidate in tries:
             sub, leaf = posixpath.split(candidate)
             for base in self.bases:
                 folder = os.path.join(base, sub) if sub else base
-                if leaf in self.folders.files(folder):
+                if self.index.contains(folder, leaf):
                     return Path(folder, leaf), self._image_id(base, candidate)
         return Path(self.fallback, tries[-1]), self._image_id(self.fallback, tries[-1])
 
@@ -190,7 +171,7 @@ class _Resolver:
             rel = self._relative(name).rstrip("/")
         else:
             rel = posixpath.normpath(self.prefixes[base] + name)
-        image_id = posixpath.splitext(rel)[0]
+        image_id = to_image_id(rel)
         if self.ids.setdefault(image_id, rel) != rel:  # rel is normalized: one per file
             image_id = rel
             self.ids.setdefault(image_id, rel)
@@ -355,7 +336,6 @@ def _given_files(root: Path, files: str | Iterable[str]) -> list[Path]:
     return [root / f for f in ([files] if isinstance(files, str) else [str(f) for f in files])]
 
 
-@register("coco", detect=_detect)
 def read_coco(
     root: Path, report: DataReport, files: list[str] | None = None, image_dir: str | None = None
 ) -> Parsed:
@@ -373,7 +353,7 @@ def read_coco(
             f"no COCO JSON in {root}, {root / 'annotations'} or one folder below: "
             "name the files with data.options.files=[PATH, ...] (relative to the root)"
         )
-    folders = _Folders()
+    index = FileIndex(root, report)
     ids: dict[str, str] = {}
     annotations: list[Annotation] = []
     used: dict[str, Key] = {}
@@ -389,7 +369,7 @@ def read_coco(
         folder = path.parent
         split = split_from_name(path.stem) or (split_from_name(folder.name) if folder != root else None)
         bases = _bases(root, path, image_dir)
-        resolver = _Resolver(root, bases, os.path.normpath(folder), folders, ids)
+        resolver = _Resolver(root, bases, os.path.normpath(folder), index, ids)
         parsed, n_images = _read_file(data, source, split, resolver, report)
         annotations.extend(parsed.annotations)
         for name, key in parsed.used.items():
@@ -402,3 +382,39 @@ def read_coco(
         report.notes.append(f"{len(ignored)} JSON file(s) without COCO keys not read: {shown}")
     classes = sorted(used, key=lambda name: (_order(used[name]), name))
     return Parsed(annotations, {"class": classes} if classes else {})
+
+
+def write_coco(images: Sequence[Labelled], classes: Sequence[str], out: Path, link: Link) -> None:
+    """``images/`` + ``annotations/instances_<split>.json`` per split (``instances.json`` for images
+    without one); category ids from 1 in class order; an object's score, where it has one, is the
+    annotation's ``score`` (as COCO's detection results write it)."""
+    names = class_list(images, classes)
+    groups: dict[str | None, list[Labelled]] = {}
+    for im in images:
+        groups.setdefault(im.split, []).append(im)
+    (out / "annotations").mkdir(parents=True, exist_ok=True)
+    for split, group in groups.items():
+        entries, annotations = [], []
+        for i, im in enumerate(group, start=1):
+            name = place_image(im, out / "images", link)
+            entries.append({"id": i, "file_name": name, "width": im.width, "height": im.height})
+            for j, (box, label) in enumerate(zip(im.boxes, im.labels, strict=True)):
+                x0, y0, x1, y1 = (v * s for v, s in zip(box, (im.width, im.height) * 2, strict=True))
+                annotation = {
+                    "id": len(annotations) + 1,
+                    "image_id": i,
+                    "category_id": names.index(class_name(label)) + 1,
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "area": (x1 - x0) * (y1 - y0),
+                    "iscrowd": 0,
+                }
+                if im.score(j) is not None:
+                    annotation["score"] = im.score(j)
+                annotations.append(annotation)
+        categories = [{"id": i, "name": n, "supercategory": "none"} for i, n in enumerate(names, start=1)]
+        document = {"images": entries, "annotations": annotations, "categories": categories}
+        file = "instances.json" if split is None else f"instances_{split}.json"
+        (out / "annotations" / file).write_text(json.dumps(document))
+
+
+register(Format("coco", read_coco, _detect, priority=20, looks_for="COCO JSON", write=write_coco))

@@ -33,14 +33,22 @@ import csv
 import io
 import itertools
 import os
-import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from math import isfinite
 from pathlib import Path, PurePosixPath
 
-from petloc.data.formats import Parsed, register
-from petloc.data.records import Annotation, DataReport, DatasetError, RawObject, voc_pixels_to_edges
+from petloc.data.files import FileIndex, clean_name, is_absolute
+from petloc.data.files import image_id as to_image_id
+from petloc.data.formats import Format, Labelled, Link, Parsed, class_name, place_image, register
+from petloc.data.records import (
+    Annotation,
+    DataReport,
+    DatasetError,
+    RawObject,
+    voc_pixels,
+    voc_pixels_to_edges,
+)
 
 KEYS = ("filename", "xmin", "ymin", "xmax", "ymax", "class", "width", "height")
 REQUIRED = KEYS[:5]
@@ -48,7 +56,6 @@ COORDINATES = ("voc", "edges", "normalized")
 # Column positions of a headerless file: the order most exporters write (exports that put
 # width,height first, like the raccoon set, carry a header in practice).
 HEADERLESS = {"filename": 0, "xmin": 1, "ymin": 2, "xmax": 3, "ymax": 4, "class": 5}
-_WINDOWS_ABSOLUTE = re.compile(r"^[A-Za-z]:/")
 
 
 @dataclass(frozen=True)
@@ -206,59 +213,29 @@ def _as_position(value: object) -> int | None:
     return None
 
 
-def _clean_name(raw: str) -> str:
-    """A file name as written, trimmed, with Windows separators as ``/``."""
-    return raw.strip().replace("\\", "/")
+class _Finder:
+    """Finds the image a row names in the candidate folders, through the file index (one listing
+    per folder, not a stat per file per folder: 100,000 missing images would cost seconds)."""
 
-
-def _image_id(name: str) -> str:
-    if "/" not in name:  # the common case, without a path object
-        return os.path.splitext(name)[0]
-    path = PurePosixPath(name)
-    try:
-        return str(path.with_suffix(""))
-    except ValueError:  # no final component to take a suffix from ("/", "..")
-        return str(path)
-
-
-class _ImageFinder:
-    """Find image files in candidate folders, one directory listing per folder (not a stat per
-    file per folder: 100,000 missing images would cost seconds)."""
-
-    def __init__(self, folders: list[Path]) -> None:
+    def __init__(self, index: FileIndex, folders: list[Path]) -> None:
+        self.index = index
         self.folders = list(dict.fromkeys(folders))
-        self._listings: dict[Path, set[str]] = {}
         self.found = 0
-
-    def _names(self, folder: Path) -> set[str]:
-        if folder not in self._listings:
-            try:
-                with os.scandir(folder) as entries:
-                    self._listings[folder] = {e.name for e in entries if e.is_file()}
-            except OSError:
-                self._listings[folder] = set()
-        return self._listings[folder]
-
-    def _relative(self, rel: PurePosixPath) -> Path | None:
-        if len(rel.parts) == 1:
-            return next((f / rel.name for f in self.folders if rel.name in self._names(f)), None)
-        return next((f / rel for f in self.folders if (f / rel).is_file()), None)
 
     def find(self, name: str) -> Path:
         """The image ``name`` names; a path that does not exist (reported missing by ``assemble``)."""
-        if "/" not in name:  # the common case, without path objects
-            folder = next((f for f in self.folders if name in self._names(f)), None)
-            self.found += folder is not None
-            return (folder or self.folders[0]) / name
-        rel = PurePosixPath(name)
-        if rel.is_absolute() or _WINDOWS_ABSOLUTE.match(name):
+        tries = [name]
+        if is_absolute(name):
             if Path(name).is_file():
                 self.found += 1
                 return Path(name)
-            rel = PurePosixPath(rel.name)
-        path = self._relative(rel)
-        self.found += path is not None
-        return path or self.folders[0] / rel
+            tries = [PurePosixPath(name).name]
+        sub, leaf = os.path.split(tries[0])
+        for folder in self.folders:
+            if self.index.contains(folder / sub, leaf):
+                self.found += 1
+                return folder / tries[0]
+        return self.folders[0] / tries[0]
 
 
 def _parse_rows(
@@ -292,7 +269,7 @@ def _parse_rows(
             hint = " (separated by ';' or tabs? only ',' is read)" if one else ""
             report.add("malformed_entry", where, f"{len(row)} fields, no {', '.join(short)}{hint}")
             continue
-        name = _clean_name(row[fi])
+        name = clean_name(row[fi])
         if not name:
             if any(cell.strip() for cell in row):  # else a line of empty fields: blank
                 report.add("malformed_entry", where, "empty filename")
@@ -356,7 +333,6 @@ def _parse_rows(
     return images, len(names), largest
 
 
-@register("csv", detect=_detect)
 def read_csv(
     root: Path,
     report: DataReport,
@@ -413,11 +389,11 @@ def read_csv(
             "data.options.coordinates=normalized"
         )
 
-    finder = _ImageFinder(folders)
+    finder = _Finder(FileIndex(root, report), folders)
     ids: dict[str, str] = {}
     annotations = []
     for name, image in images.items():
-        image_id = _image_id(name)
+        image_id = to_image_id(name)
         other = ids.setdefault(image_id, name)
         if other != name:
             report.add("bad_name", image.source, f"same id {image_id!r} as {other}: left out")
@@ -436,7 +412,7 @@ def read_csv(
 
 
 def _hint(
-    label: str, layout: Layout, report: DataReport, annotations: list[Annotation], finder: _ImageFinder
+    label: str, layout: Layout, report: DataReport, annotations: list[Annotation], finder: _Finder
 ) -> str | None:
     """The first missing piece, for the error raised when no image is usable (None: see the report)."""
     if not annotations:
@@ -449,3 +425,23 @@ def _hint(
             f"none of the images {label} names is in {folders}: data.options.image_dir=DIR names their folder"
         )
     return None
+
+
+def write_csv(images: Sequence[Labelled], classes: Sequence[str], out: Path, link: Link) -> None:
+    """``images/`` + ``labels.csv``: ``filename,width,height,class,xmin,ymin,xmax,ymax`` (VOC pixels,
+    :func:`~petloc.data.records.voc_pixels`), a row per object, and a ``score`` column when any
+    object has one. A CSV has no place for a split."""
+    out.mkdir(parents=True, exist_ok=True)
+    scored = any(s is not None for im in images for s in im.scores)
+    with (out / "labels.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow([*KEYS[:1], "width", "height", "class", *KEYS[1:5], *(["score"] if scored else [])])
+        for im in images:
+            name = place_image(im, out / "images", link)
+            for i, (box, label) in enumerate(zip(im.boxes, im.labels, strict=True)):
+                score = [im.score(i)] if scored else []
+                pixels = voc_pixels(box, im.width, im.height)
+                writer.writerow([name, im.width, im.height, class_name(label), *pixels, *score])
+
+
+register(Format("csv", read_csv, _detect, priority=50, looks_for="CSV", write=write_csv, keep_split=False))

@@ -11,6 +11,7 @@ Layout::
 Two label sets: ``class`` (the 37 breeds, CLASS-ID order) and ``species`` (cat, dog). Every image's
 header is probed, boxed or not, so a misnamed or odd-mode file is reported wherever it sits. The
 original test split has no boxes, so the dataset brings no usable split: petloc makes its own.
+petloc reads this layout but does not write it (``petloc-data convert`` writes the others).
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from petloc.data.formats import Parsed, register
+from petloc.data.files import FileIndex
+from petloc.data.formats import Format, Parsed, register
 from petloc.data.formats.voc import XML_ERRORS, parse_voc, voc_annotation
-from petloc.data.images import IMAGE_SUFFIXES, safe_names
+from petloc.data.images import IMAGE_SUFFIXES
 from petloc.data.records import Annotation, DataReport, probe_into
 
 SPECIES = ["cat", "dog"]  # list.txt's SPECIES 1 and 2
@@ -59,21 +61,29 @@ def read_list(path: Path, report: DataReport) -> dict[str, ListEntry]:
     return entries
 
 
+def _by_stem(paths: list[Path], report: DataReport) -> dict[str, Path]:
+    """stem -> path; a second file of a stem (``x.jpg``, ``x.png``) is a reported bad name."""
+    found: dict[str, Path] = {}
+    for path in paths:
+        if path.stem in found:
+            report.add("bad_name", path.name, f"same stem as {found[path.stem].name}, which is used")
+            continue
+        found[path.stem] = path
+    return found
+
+
 def _detect(root: Path) -> bool:
     ann = root / "annotations"
     return (ann / "xmls").is_dir() and any((ann / f).is_file() for f in ("list.txt", "trainval.txt"))
 
 
-@register("oxford", detect=_detect)
 def read_oxford(root: Path, report: DataReport) -> Parsed:
     """The boxed images of an Oxford-layout folder with their breed and species (module doc)."""
     ann = root / "annotations"
 
-    def bad_name(name: str, fix: str) -> None:
-        report.add("bad_name", name, fix)
-
-    images = safe_names(root / "images", IMAGE_SUFFIXES, bad_name)
-    xmls = safe_names(ann / "xmls", (".xml",), bad_name)
+    index = FileIndex(root, report)
+    images = _by_stem(index.files(root / "images", IMAGE_SUFFIXES), report)
+    xmls = _by_stem(index.files(ann / "xmls", (".xml",)), report)
     listed = read_list(ann / "list.txt", report)
     trainval = read_list(ann / "trainval.txt", report)
     test = read_list(ann / "test.txt", report)
@@ -126,3 +136,8 @@ def _hint(root: Path, images: dict[str, Path], xmls: dict[str, Path], classes: d
     if not classes:
         return f"no class list ({root / 'annotations' / 'list.txt'} or trainval.txt; {layout})"
     return "every boxed image was left out (see the report below)"
+
+
+# First: an Oxford folder is also VOC XMLs, and its list files make it the richer reading. Read only:
+# its class names come from its file names and its species from a fixed list.
+register(Format("oxford", read_oxford, _detect, priority=10, looks_for="Oxford-IIIT Pet lists"))

@@ -8,22 +8,26 @@ Every XML under ROOT is an annotation; it is paired with the image its ``<filena
 with the image of its own stem (or of ``<filename>``'s stem). Coordinates follow
 :func:`~petloc.data.records.voc_pixels_to_edges` (integers: 1-based inclusive pixels; fractional:
 0-based edges, reported). Class = the object's ``<name>``; ``<difficult>`` objects are counted.
-``ImageSets/Main`` lists, where present, are the dataset's split.
+``ImageSets/Main`` lists, where present, are the dataset's split. The writer writes the
+``images/`` + ``annotations/`` layout (boxes as :func:`~petloc.data.records.voc_pixels`), the split
+as ``ImageSets/Main`` lists.
 """
 
 from __future__ import annotations
 
-import os
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from xml.sax.saxutils import escape
 
 import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
 
-from petloc.data.formats import Parsed, register
+from petloc.data.files import FileIndex
+from petloc.data.formats import Format, Labelled, Link, Parsed, class_name, place_image, register
 from petloc.data.images import IMAGE_SUFFIXES
-from petloc.data.records import Annotation, DataReport, RawObject, voc_pixels_to_edges
+from petloc.data.records import Annotation, DataReport, RawObject, voc_pixels, voc_pixels_to_edges
 
 XML_ERRORS = (ET.ParseError, DefusedXmlException, ValueError, OSError)
 
@@ -82,15 +86,6 @@ def voc_annotation(
     return Annotation(image=image, source=source, objects=objects, size=size, **fields)  # type: ignore[arg-type]
 
 
-def _walk(root: Path, suffixes: tuple[str, ...]) -> list[Path]:
-    """Files under ``root`` (links followed, hidden folders skipped) whose suffix is one of ``suffixes``."""
-    found = []
-    for folder, dirs, files in os.walk(root, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found.extend(Path(folder) / f for f in sorted(files) if f.lower().endswith(suffixes))
-    return found
-
-
 def _detect(root: Path) -> bool:
     """XMLs in ROOT or one folder below (cheap on big folders)."""
     return any(root.glob("*.xml")) or any(root.glob("*/*.xml"))
@@ -109,10 +104,16 @@ def _given_split(root: Path) -> dict[str, str]:
     return split
 
 
-@register("voc", detect=_detect)
 def read_voc(root: Path, report: DataReport) -> Parsed:
     """Every XML under ``root`` paired with its image (see the module doc)."""
-    images = _walk(root, IMAGE_SUFFIXES)
+    images: list[Path] = []
+    xmls: list[Path] = []
+    for _, listing in FileIndex(root, report).walk():
+        for name, path in listing.files.items():
+            if name.lower().endswith(IMAGE_SUFFIXES):
+                images.append(Path(path))
+            elif name.lower().endswith(".xml"):
+                xmls.append(Path(path))
     by_name: dict[str, Path] = {}
     by_stem: dict[str, Path] = {}
     for image in images:
@@ -125,7 +126,7 @@ def read_voc(root: Path, report: DataReport) -> Parsed:
     split = _given_split(root)
     annotations: list[Annotation] = []
     paired: set[Path] = set()
-    for xml in _walk(root, (".xml",)):
+    for xml in xmls:
         source = str(xml.relative_to(root))
         try:
             voc = parse_voc(xml)
@@ -147,3 +148,31 @@ def read_voc(root: Path, report: DataReport) -> Parsed:
     if split:
         report.notes.append(f"split given by {root / 'ImageSets' / 'Main'}")
     return Parsed(annotations)
+
+
+def write_voc(images: Sequence[Labelled], classes: Sequence[str], out: Path, link: Link) -> None:
+    """``images/`` + ``annotations/`` (one XML per image, an ``<object>`` per box, class = ``<name>``)
+    + ``ImageSets/Main/<split>.txt`` for the images that have a split."""
+    (out / "annotations").mkdir(parents=True, exist_ok=True)
+    splits: dict[str, list[str]] = {}
+    for im in images:
+        name = place_image(im, out / "images", link)
+        objects = ""
+        for box, label in zip(im.boxes, im.labels, strict=True):
+            x0, y0, x1, y1 = voc_pixels(box, im.width, im.height)
+            objects += (
+                f"<object><name>{escape(class_name(label))}</name><difficult>0</difficult><bndbox>"
+                f"<xmin>{x0}</xmin><ymin>{y0}</ymin><xmax>{x1}</xmax><ymax>{y1}</ymax></bndbox></object>"
+            )
+        (out / "annotations" / f"{im.stem}.xml").write_text(
+            f"<annotation><filename>{escape(name)}</filename><size><width>{im.width}</width>"
+            f"<height>{im.height}</height><depth>3</depth></size>{objects}</annotation>\n"
+        )
+        if im.split is not None:
+            splits.setdefault(im.split, []).append(f"{im.stem}\n")
+    for split, lines in splits.items():
+        (out / "ImageSets" / "Main").mkdir(parents=True, exist_ok=True)
+        (out / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(lines))
+
+
+register(Format("voc", read_voc, _detect, priority=40, looks_for="VOC XMLs", write=write_voc))

@@ -31,16 +31,19 @@ ROOT is listed once, folder by folder (100,000 label files read in seconds); hid
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from yaml import YAMLError, safe_load
 
-from petloc.data.formats import Parsed, register
+from petloc.data.files import FileIndex
+from petloc.data.formats import Format, Labelled, Link, Parsed, class_list, class_name, place_image, register
 from petloc.data.images import IMAGE_SUFFIXES
 from petloc.data.records import Annotation, Box, DataReport, DatasetError, RawObject, split_from_name
 
@@ -64,56 +67,23 @@ class _Tree:
 
 
 def _scan(root: Path, report: DataReport) -> _Tree:
-    """List every folder under ROOT once (links followed, each real folder once, so a link loop ends).
-
-    Names that are not UTF-8 are reported (``bad_name``) instead of crashing later string handling.
-    """
+    """Sort the files under ROOT (listed through the file index) into images, labels and class files."""
     tree = _Tree()
-    seen: set[tuple[int, int]] = set()
-    stack = [("", str(root))]
-    while stack:
-        rel, path = stack.pop()
-        try:
-            st = os.stat(path)
-            if (st.st_dev, st.st_ino) in seen:
-                report.add("bad_name", rel, "a link to a folder listed already (a loop or a copy): skipped")
-                continue
-            seen.add((st.st_dev, st.st_ino))
-            with os.scandir(path) as it:
-                entries = sorted(it, key=lambda e: e.name)
-        except OSError as exc:
-            report.add("bad_name", rel or ".", f"folder cannot be listed: {exc.strerror or exc}")
-            continue
-        subfolders = []
-        for entry in entries:
-            name = entry.name
+    for rel, listing in FileIndex(root, report).walk():
+        for name in listing.folders:
+            if name.lower().endswith(".txt"):
+                tree.txt_folders.add(f"{rel}/{name[:-4]}" if rel else name[:-4])
+        for name in listing.files:
             relname = f"{rel}/{name}" if rel else name
-            try:
-                name.encode("utf-8")
-            except UnicodeEncodeError:
-                report.add("bad_name", repr(os.fsencode(relname)), "rename it to a UTF-8 name")
-                continue
-            if name.startswith("."):
-                continue
             lower = name.lower()
-            try:
-                is_dir = entry.is_dir()  # follows links; a dangling link is no folder
-            except OSError:
-                is_dir = False
-            if is_dir:
-                if lower.endswith(".txt"):
-                    tree.txt_folders.add(relname[:-4])
-                subfolders.append((relname, entry.path))
-            elif lower.endswith(IMAGE_SUFFIXES):
+            if lower.endswith(IMAGE_SUFFIXES):
                 tree.images.append((rel, name))
+            elif lower == "classes.txt":
+                tree.classes_txt.append(relname)
             elif lower.endswith(".txt"):
-                if lower == "classes.txt":
-                    tree.classes_txt.append(relname)
-                else:
-                    tree.labels.setdefault(relname[:-4], relname)
+                tree.labels.setdefault(relname[:-4], relname)
             elif not rel and lower.endswith((".yaml", ".yml")):
                 tree.yamls.append(name)
-        stack.extend(reversed(subfolders))
     return tree
 
 
@@ -357,7 +327,6 @@ def _detect(root: Path) -> bool:
     return False
 
 
-@register("yolo", detect=_detect)
 def read_yolo(root: Path, report: DataReport, yaml: str | None = None) -> Parsed:
     """Every image under ``root`` with its label file's objects (see the module doc).
 
@@ -451,3 +420,30 @@ def read_yolo(root: Path, report: DataReport, yaml: str | None = None) -> Parsed
         for image, source, image_id, split, objects in parsed
     ]
     return Parsed(annotations, {"class": names})
+
+
+def write_yolo(images: Sequence[Labelled], classes: Sequence[str], out: Path, link: Link) -> None:
+    """``images/[<split>/]`` + ``labels/[<split>/]`` (``class cx cy w h``, a line per object) +
+    ``data.yaml`` with the names and each split's image folder. A score has no place in a label
+    file that YOLO tools train on (a sixth number is a detector's output): it is not written."""
+    names = class_list(images, classes)
+    folders: dict[str, str] = {}
+    for im in images:
+        sub = "" if im.split is None else f"/{im.split}"
+        folders.setdefault(im.split or "train", f"images{sub}")
+        place_image(im, out / f"images{sub}", link)
+        (out / f"labels{sub}").mkdir(parents=True, exist_ok=True)
+        lines = [
+            f"{names.index(class_name(lb))} {(x0 + x1) / 2:.9f} {(y0 + y1) / 2:.9f} "
+            f"{x1 - x0:.9f} {y1 - y0:.9f}\n"
+            for (x0, y0, x1, y1), lb in zip(im.boxes, im.labels, strict=True)
+        ]
+        (out / f"labels{sub}" / f"{im.stem}.txt").write_text("".join(lines))
+    folders.setdefault("val", folders.get("test", folders.get("train", "images")))
+    paths = "".join(f"{split}: {folder}\n" for split, folder in folders.items())
+    yaml_names = "".join(f"  {i}: {json.dumps(n)}\n" for i, n in enumerate(names))
+    (out / "data.yaml").write_text(f"path: {json.dumps(str(out.resolve()))}\n{paths}names:\n{yaml_names}")
+
+
+# Before VOC: a folder of YOLO labels may carry VOC XMLs beside them, and YOLO's own files are plainer.
+register(Format("yolo", read_yolo, _detect, priority=30, looks_for="YOLO labels", write=write_yolo))
