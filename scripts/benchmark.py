@@ -63,7 +63,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from petloc import CONFIG_DIR
 from petloc.data.datamodule import LocalizationDataModule
-from petloc.data.formats import FORMATS
+from petloc.data.formats import FORMATS, Labelled, writable
 from petloc.data.records import DataReport
 from petloc.models.inference import InferenceModel, InferenceOptions
 from petloc.models.module import PetLocModule
@@ -335,49 +335,20 @@ def measure_fit(overrides: list[str], seconds: int) -> dict[str, Any]:
 
 
 def write_annotation_sets(n: int, root: Path) -> dict[str, Path]:
-    """``n`` images in every format under ``root``, annotations only: image files are empty (the
-    readers list them but never open them) and every image has one box of class ``a`` or ``b``."""
+    """``n`` images in every format petloc writes, under ``root``, by the formats' own writers;
+    annotations only: image files are empty (the readers list them but never open them) and every
+    image has one box of class ``a`` or ``b``."""
     images = root / "images"
     images.mkdir(parents=True)
-    names = [f"img_{i:06d}" for i in range(n)]
-    for name in names:
-        (images / f"{name}.jpg").touch()
-    box = (11, 21, 240, 180)  # VOC pixels in a 320x240 image
-    folders = {fmt: root / fmt for fmt in ("oxford", "voc", "coco", "yolo", "csv")}
-    for folder in folders.values():
-        folder.mkdir()
-        (folder / "images").symlink_to(images)
-    xml = (
-        "<annotation><filename>{name}.jpg</filename><size><width>320</width><height>240</height></size>"
-        "<object><name>{cls}</name><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin><xmax>{b[2]}</xmax>"
-        "<ymax>{b[3]}</ymax></bndbox></object></annotation>"
-    )
-    for fmt, sub in (("voc", "annotations"), ("oxford", "annotations/xmls")):
-        (folders[fmt] / sub).mkdir(parents=True)
-        for i, name in enumerate(names):
-            (folders[fmt] / sub / f"{name}.xml").write_text(xml.format(name=name, cls="ab"[i % 2], b=box))
-    lines = "".join(f"{name} {i % 2 + 1} {i % 2 + 1} 1\n" for i, name in enumerate(names))
-    (folders["oxford"] / "annotations" / "list.txt").write_text(lines)
-    (folders["oxford"] / "annotations" / "trainval.txt").write_text(lines)
-    coco = {
-        "images": [
-            {"id": i, "file_name": f"{n_}.jpg", "width": 320, "height": 240} for i, n_ in enumerate(names)
-        ],
-        "annotations": [
-            {"id": i, "image_id": i, "category_id": i % 2 + 1, "bbox": [10, 20, 230, 160], "iscrowd": 0}
-            for i in range(n)
-        ],
-        "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}],
-    }
-    (folders["coco"] / "annotations.json").write_text(json.dumps(coco))
-    (folders["yolo"] / "labels").mkdir()
-    for i, name in enumerate(names):
-        (folders["yolo"] / "labels" / f"{name}.txt").write_text(f"{i % 2} 0.39 0.42 0.72 0.67\n")
-    (folders["yolo"] / "data.yaml").write_text("names: [a, b]\n")
-    rows = "".join(
-        f"{name}.jpg,320,240,{'ab'[i % 2]},{','.join(map(str, box))}\n" for i, name in enumerate(names)
-    )
-    (folders["csv"] / "labels.csv").write_text("filename,width,height,class,xmin,ymin,xmax,ymax\n" + rows)
+    labelled = []
+    for i in range(n):
+        path = images / f"img_{i:06d}.jpg"
+        path.touch()
+        box = (10 / 320, 20 / 240, 240 / 320, 180 / 240)  # VOC pixels (11, 21, 240, 180) of 320x240
+        labelled.append(Labelled(path.name, path, 320, 240, (box,), ("ab"[i % 2],)))
+    folders = {fmt: root / fmt for fmt in writable()}
+    for fmt, folder in folders.items():
+        FORMATS[fmt].write(labelled, ["a", "b"], folder, "hardlink")  # type: ignore[misc]
     return folders
 
 

@@ -29,6 +29,7 @@ import os
 import subprocess
 import sys
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -37,6 +38,8 @@ from hydra.utils import instantiate
 from torchvision.ops import box_iou
 
 from petloc import CONFIG_DIR
+from petloc.data.convert import labelled
+from petloc.data.formats import FORMATS
 from petloc.data.records import Record
 from petloc.stats import paired_bootstrap
 
@@ -75,23 +78,15 @@ def petloc_split(overrides: list[str]) -> tuple[list[Record], list[Record]]:
 
 
 def write_yolo_layout(train: list[Record], val: list[Record], out: Path) -> Path:
-    """Links to the images and one label file each (class 0, every kept object); returns data.yaml."""
-    for split, records in (("train", train), ("val", val)):
-        for sub in ("images", "labels"):
-            (out / sub / split).mkdir(parents=True, exist_ok=True)
-        for r in records:
-            rows = [
-                f"0 {(x1 + x2) / 2:.6f} {(y1 + y2) / 2:.6f} {x2 - x1:.6f} {y2 - y1:.6f}"
-                for x1, y1, x2, y2 in r.boxes().tolist()
-            ]
-            name = r.image_id.replace("/", "__")  # ids of nested folders, one flat folder here
-            (out / "labels" / split / f"{name}.txt").write_text("\n".join(rows) + "\n")
-            link = out / "images" / split / f"{name}{r.path.suffix}"
-            if not link.exists():
-                link.symlink_to(r.path.resolve())
-    data = out / "data.yaml"
-    data.write_text(f"path: {out}\ntrain: images/train\nval: images/val\nnames: [object]\n")
-    return data
+    """Links to the images and one label file each (class 0, every kept object), written by petloc's
+    YOLO writer; returns data.yaml."""
+    images = [
+        replace(image, split=split)
+        for split, records in (("train", train), ("val", val))
+        for image in labelled(records, None)
+    ]
+    FORMATS["yolo"].write(images, [], out, "symlink")  # type: ignore[misc]
+    return out / "data.yaml"
 
 
 def score(model: object, val: list[Record], imgsz: int) -> list[float]:

@@ -18,8 +18,8 @@ from omegaconf import DictConfig
 from petloc.cli.data import main as data_main
 from petloc.cli.evaluate import evaluate
 from petloc.cli.predict import predict
+from petloc.data.formats import writable
 from petloc.data.synthetic import SYNTHETIC_BREEDS
-from petloc.data.writers import WRITERS
 from petloc.train import train
 
 BREEDS = {name for name, _ in SYNTHETIC_BREEDS}  # the generator's six breeds: the class names
@@ -51,7 +51,7 @@ def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path
     return make
 
 
-@pytest.mark.parametrize("fmt", list(WRITERS))
+@pytest.mark.parametrize("fmt", writable())
 def test_synth_writes_every_format_and_check_names_it(
     fmt: str, synth_root: Callable[[str], Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -66,7 +66,7 @@ def test_synth_writes_every_format_and_check_names_it(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fmt", list(WRITERS))
+@pytest.mark.parametrize("fmt", writable())
 def test_a_class_run_on_every_format_then_eval_and_predict(
     fmt: str, synth_root: Callable[[str], Path], make_cfg: Callable[..., DictConfig], tmp_path: Path
 ) -> None:

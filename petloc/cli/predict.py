@@ -5,6 +5,11 @@ in the original image's pixels, 1-based and inclusive like the VOC XMLs, rounded
 a copy of each image with its box drawn in red under ``drawn/``. ``score`` is the head's confidence
 (``PetLocModule.predict_boxes``: the centre head's softmax mass around the chosen cell, 1.0 for
 global regression heads). Files that cannot be decoded are reported and skipped.
+
+``format=NAME`` (any format petloc writes, :func:`petloc.data.formats.writable`) also writes the
+predictions as a dataset of that format under ``OUTPUT/NAME/``, to correct in an annotation tool
+(CVAT, Label Studio, labelImg) and train on: the images (hard-linked, else copied), each box, the
+class in a class-aware mode (else ``object``) and the score where the format has a place for it.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from PIL import Image
 from petloc import CONFIG_DIR
 from petloc.api import Predictor
 from petloc.checkpoint import load_model
+from petloc.data.formats import FORMATS, Labelled, writable
 from petloc.data.images import IMAGE_ERRORS, decode_image, list_images
 from petloc.viz import draw_pair
 
@@ -51,6 +57,8 @@ def draw_prediction(path: Path, box: Sequence[float], target: Path) -> None:
 
 def predict(cfg: DictConfig) -> Path:
     """Predict every image of ``cfg.input``; returns the path of predictions.csv."""
+    if cfg.format is not None and cfg.format not in writable():
+        raise ValueError(f"format={cfg.format!r}: allowed values are null or one of {writable()}")
     module, model_cfg = load_model(cfg.ckpt_path, cfg)
     predictor = Predictor(module, model_cfg, cfg.device)
     names = predictor.class_names
@@ -62,6 +70,7 @@ def predict(cfg: DictConfig) -> Path:
         drawn_dir.mkdir(exist_ok=True)
 
     rows: list[list[Any]] = []
+    predicted: list[Labelled] = []
     skipped: list[str] = []
     for chunk in _batches(files, cfg.batch_size):
         loaded = []
@@ -74,11 +83,15 @@ def predict(cfg: DictConfig) -> Path:
         if not loaded:
             continue
         found = predictor.predict_inputs([image for _, image, _ in loaded], [size for _, _, size in loaded])
-        for i, (path, _, _) in enumerate(loaded):
-            row: list[Any] = [path.name, *found.boxes[i].tolist(), round(float(found.scores[i]), 4)]
+        for i, (path, _, (width, height)) in enumerate(loaded):
+            score = round(float(found.scores[i]), 4)
+            row: list[Any] = [path.name, *found.boxes[i].tolist(), score]
             if found.classes is not None and found.class_probs is not None:
                 row += [found.classes[i], round(float(found.class_probs[i].max()), 4)]
             rows.append(row)
+            box = tuple(float(v) for v in found.normalized[i])
+            label = None if found.classes is None else found.classes[i]
+            predicted.append(Labelled(path.name, path, width, height, (box,), (label,), (score,)))  # type: ignore[arg-type]
             if cfg.draw:
                 draw_prediction(path, found.normalized[i].tolist(), drawn_dir / path.name)
 
@@ -88,6 +101,9 @@ def predict(cfg: DictConfig) -> Path:
         writer.writerow(COLUMNS + (CLASS_COLUMNS if names else []))
         writer.writerows(rows)
     print(f"{len(rows)} images -> {csv_path}" + (f"; skipped, cannot decode: {skipped}" if skipped else ""))
+    if cfg.format is not None:
+        FORMATS[cfg.format].write(predicted, names or [], output / cfg.format, "hardlink")  # type: ignore[misc]
+        print(f"the predictions as a {cfg.format} dataset -> {output / cfg.format}")
     return csv_path
 
 

@@ -17,22 +17,18 @@ from petloc.data.formats import FORMATS, Labelled, Link, file_names, read_datase
 from petloc.data.records import DataReport, DatasetError, Record, RecordSet
 
 
-def labelled(records: Sequence[Record], label_sets: dict[str, list[str]]) -> list[Labelled]:
-    """The records as a writer takes them: the box and the other objects, each with its class."""
-    classes = label_sets.get("class", [])
+def labelled(records: Sequence[Record], classes: Sequence[str] | None) -> list[Labelled]:
+    """The records as a writer takes them: the box and the other objects, each with its class
+    (``classes``: the ``class`` label set's names; None writes a box-only set)."""
     names = file_names([r.image_id for r in records], [r.path for r in records])
-    return [
-        Labelled(
-            name=name,
-            path=r.path,
-            width=r.width,
-            height=r.height,
-            boxes=(r.box, *r.others),
-            labels=(classes[r.labels["class"]] if "class" in r.labels else None, *r.other_classes),
-            split=r.split,
-        )
-        for r, name in zip(records, names, strict=True)
-    ]
+    images = []
+    for r, name in zip(records, names, strict=True):
+        labels: tuple[str | None, ...] = (None,) * (1 + len(r.others))
+        if classes is not None and "class" in r.labels:
+            others = (*r.other_classes, *(None,) * (len(r.others) - len(r.other_classes)))
+            labels = (classes[r.labels["class"]], *others)
+        images.append(Labelled(name, r.path, r.width, r.height, (r.box, *r.others), labels, split=r.split))
+    return images
 
 
 def empty_folder(out: Path) -> None:
@@ -60,5 +56,5 @@ def convert(
         if r.split is not None and not target.keep_split:
             report.add("not_carried", r.image_id, f"split {r.split}: {format} has no place for a split")
     out.mkdir(parents=True, exist_ok=True)
-    target.write(labelled(dataset.records, dataset.label_sets), dataset.classes, out, link)
+    target.write(labelled(dataset.records, dataset.classes), dataset.classes, out, link)
     return dataset, report

@@ -335,8 +335,9 @@ def test_symlink_loop_dangling_link_and_non_utf8_name_are_bad_names(tmp_path: Pa
     entries = pets.report.problems["bad_name"]
     assert len(entries) == 4
     assert any("Bengal_\\xff.jpg" in e for e in entries)
-    assert sorted(names(pets.report, "bad_name"))[:3] == ["Bengal_1.jpg", "Bengal_2.jpg", "Bengal_3.jpg"]
-    assert "Too many levels of symbolic links" in next(e for e in entries if e.startswith("Bengal_1.jpg"))
+    links = sorted(n for n in names(pets.report, "bad_name") if not n.startswith("b'"))
+    assert links == ["images/Bengal_1.jpg", "images/Bengal_2.jpg", "images/Bengal_3.jpg"]  # from ROOT
+    assert "Too many levels of symbolic links" in next(e for e in entries if e.startswith("images/Bengal_1"))
     assert len(pets.records) == 2
     assert "bad_name" in pets.report.format_text()  # the report prints, whatever the names are
 
