@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import json
 import shutil
+import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -18,7 +20,7 @@ from PIL import Image
 
 from petloc.checkpoint import load_model
 from petloc.cli.predict import main, predict
-from petloc.data.formats import read_dataset
+from petloc.data.formats import read_dataset, writable
 from petloc.data.records import to_voc_pixels
 from tests.helpers import TrainedRun  # the session's trained_run fixture (tests/conftest.py)
 
@@ -150,3 +152,50 @@ def test_console_entry_predicts_a_single_file(
     assert [row["image"] for row in rows] == [image.name]
     assert not (out / "drawn").exists()
     assert (tmp_path / "run" / ".hydra" / "config.yaml").is_file()
+
+
+@pytest.mark.parametrize("fmt", writable())
+def test_predictions_as_a_dataset_read_back_with_every_image_usable(
+    fmt: str, trained_run: TrainedRun, make_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    """format=NAME writes the predictions for an annotation tool; `petloc-data check` (a real
+    process) reads every image back, with predict's box and class, and COCO carries the score."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for image in sorted((trained_run.data_root / "images").glob("*.jpg"))[:5]:
+        shutil.copy(image, folder / image.name)
+    out = tmp_path / "out"
+    cfg = make_cfg(
+        f"ckpt_path={trained_run.best}", f"input={folder}", f"output={out}", "draw=false", f"format={fmt}",
+        config_name="predict",
+    )  # fmt: skip
+    _, rows = read_csv(predict(cfg))
+    check = subprocess.run(
+        [sys.executable, "-m", "petloc.cli.data", "check", str(out / fmt)], capture_output=True, text=True
+    )
+    assert check.returncode == 0, check.stderr
+    assert f"format: {fmt} (detected)" in check.stdout and "5 images, 5 usable boxed images" in check.stdout
+
+    dataset = read_dataset(out / fmt)
+    written = {r.path.name: r for r in dataset.records}
+    for row in rows:
+        record = written[row["image"]]
+        pixels = to_voc_pixels(record.box, record.width, record.height)
+        expected = [float(row[k]) for k in ("xmin", "ymin", "xmax", "ymax")]
+        np.testing.assert_allclose(pixels, expected, atol=0.05 + 1e-9)
+        assert dataset.classes[record.labels["class"]] == row["class"]
+    if fmt == "coco":
+        document = json.loads((out / "coco" / "annotations" / "instances.json").read_text())
+        scores = {
+            image["file_name"]: a["score"]
+            for image, a in zip(document["images"], document["annotations"], strict=True)
+        }
+        assert scores == {row["image"]: float(row["score"]) for row in rows}
+
+
+def test_an_unknown_format_stops_before_predicting(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    cfg = make_cfg("ckpt_path=none.ckpt", f"input={tmp_path}", "format=pascal", config_name="predict")
+    with pytest.raises(ValueError, match=r"format='pascal': allowed values are null or one of \['coco'"):
+        predict(cfg)
