@@ -63,8 +63,8 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from petloc import CONFIG_DIR
 from petloc.data.datamodule import LocalizationDataModule
-from petloc.data.formats import FORMATS, Labelled, writable
-from petloc.data.records import DataReport
+from petloc.data.formats import FORMATS, writable
+from petloc.data.records import DataReport, Labelled
 from petloc.models.inference import InferenceModel, InferenceOptions
 from petloc.models.module import PetLocModule
 from petloc.train import train

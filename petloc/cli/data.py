@@ -28,7 +28,8 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from petloc.data.cache import build_decode_cache
 from petloc.data.convert import convert
-from petloc.data.formats import FORMATS, LINKS, detect_format, read_dataset, writable
+from petloc.data.files import LINKS
+from petloc.data.formats import FORMATS, detect_format, read_dataset, writable
 from petloc.data.records import DatasetError
 from petloc.data.synthetic import synthesize
 

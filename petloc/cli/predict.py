@@ -32,8 +32,9 @@ from PIL import Image
 from petloc import CONFIG_DIR
 from petloc.api import Predictor
 from petloc.checkpoint import load_model
-from petloc.data.formats import FORMATS, Labelled, writable
+from petloc.data.formats import FORMATS, writable
 from petloc.data.images import IMAGE_ERRORS, decode_image, list_images
+from petloc.data.records import Labelled
 from petloc.viz import draw_pair
 
 log = logging.getLogger(__name__)

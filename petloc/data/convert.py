@@ -13,8 +13,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from petloc.data.formats import FORMATS, Labelled, Link, file_names, read_dataset, writable
-from petloc.data.records import DataReport, DatasetError, Record, RecordSet
+from petloc.data.files import Link, file_names
+from petloc.data.formats import FORMATS, read_dataset, writable
+from petloc.data.records import DataReport, DatasetError, Labelled, Record, RecordSet
 
 
 def labelled(records: Sequence[Record], classes: Sequence[str] | None) -> list[Labelled]:

@@ -16,11 +16,17 @@ from __future__ import annotations
 import os
 import posixpath
 import re
-from collections.abc import Iterator
+import shutil
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
-from petloc.data.records import DataReport
+from petloc.data.records import DataReport, Labelled
+
+Link = Literal["hardlink", "symlink", "copy"]
+LINKS: tuple[Link, ...] = ("hardlink", "symlink", "copy")
 
 # A Windows absolute path (``C:/...`` once ``\\`` is read as ``/``), written on an annotator's machine.
 WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:/")
@@ -31,9 +37,44 @@ def is_absolute(name: str) -> bool:
     return posixpath.isabs(name) or WINDOWS_DRIVE.match(name) is not None
 
 
+def local_name(name: str) -> str:
+    """Where a name that :meth:`FileIndex.find` did not find is reported missing: an absolute
+    name's last part, else the name."""
+    return posixpath.basename(name) if is_absolute(name) else name
+
+
 def clean_name(raw: str) -> str:
     """A file name as an annotation writes it, trimmed, with Windows separators as ``/``."""
     return raw.strip().replace("\\", "/")
+
+
+def file_names(ids: Sequence[str], paths: Sequence[Path]) -> list[str]:
+    """Each image's file name in a written set: its own, unless another image has the same stem
+    (``train/a.jpg``, ``valid/a.jpg``); then its id with ``/`` as ``__`` (``train__a.jpg``)."""
+    repeated = {stem for stem, n in Counter(p.stem for p in paths).items() if n > 1}
+    return [
+        i.replace("/", "__") + p.suffix if p.stem in repeated else p.name
+        for i, p in zip(ids, paths, strict=True)
+    ]
+
+
+def place_image(image: Labelled, folder: Path, link: Link) -> str:
+    """Put the image's file into ``folder`` under :attr:`Labelled.name` (a hard link falls back to a
+    copy across file systems; a symbolic link points at the resolved file); returns the name."""
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / image.name
+    if not target.exists() and not target.is_symlink():
+        if link == "symlink":
+            target.symlink_to(image.path.resolve())
+            return target.name
+        if link == "hardlink":
+            try:
+                os.link(image.path, target)
+                return target.name
+            except OSError:
+                pass
+        shutil.copy2(image.path, target)
+    return target.name
 
 
 def image_id(rel: str) -> str:
@@ -97,6 +138,17 @@ class FileIndex:
             elif entry.is_file():
                 found.files[entry.name] = entry.path
         return found
+
+    def find(self, name: str, folders: Sequence[str | Path]) -> tuple[str, str] | None:
+        """(folder, name) for the first of ``folders`` that holds ``name`` as written (``/``
+        separators); a name written as an absolute path (an annotator's machine, POSIX or Windows) is
+        itself where it exists, else its last part is looked up. None: nowhere."""
+        for candidate in [name, posixpath.basename(name)] if is_absolute(name) else [name]:
+            sub, leaf = posixpath.split(candidate)
+            for folder in folders:
+                if self.contains(os.path.join(folder, sub), leaf):
+                    return str(folder), candidate
+        return None
 
     def contains(self, folder: str | Path, name: str) -> bool:
         """Whether ``name`` is a file directly in ``folder`` (one listing per folder, not a stat per name)."""

@@ -101,6 +101,39 @@ class Record:
         return np.asarray((self.box, *self.others), dtype=np.float64)
 
 
+@dataclass(frozen=True)
+class Labelled:
+    """One image as a writer writes it: its file name in the written set, every object's normalized
+    box, class (None: none) and score (predictions only; None: none), and its split."""
+
+    name: str
+    path: Path
+    width: int
+    height: int
+    boxes: tuple[Box, ...]
+    labels: tuple[str | None, ...]
+    scores: tuple[float | None, ...] = ()
+    split: str | None = None
+
+    @property
+    def stem(self) -> str:
+        return Path(self.name).stem
+
+    def score(self, i: int) -> float | None:
+        return self.scores[i] if i < len(self.scores) else None
+
+
+def class_name(label: str | None) -> str:
+    """The class a writer writes for an object without one (a box-only dataset)."""
+    return "object" if label is None else label
+
+
+def class_list(images: Sequence[Labelled], classes: Sequence[str]) -> list[str]:
+    """``classes``, then any other class the objects name (sorted), or ``["object"]`` when none do."""
+    extra = sorted({class_name(lb) for im in images for lb in im.labels} - set(classes))
+    return [*classes, *extra]
+
+
 @dataclass
 class DataReport:
     """Counts and file names per problem kind; printed by ``petloc-data check`` and at training start."""

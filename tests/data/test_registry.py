@@ -12,21 +12,18 @@ from omegaconf import DictConfig
 
 from petloc.cli.data import _parser
 from petloc.cli.data import main as data_main
+from petloc.data.files import Link, place_image
 from petloc.data.formats import (
     FORMATS,
     Format,
-    Labelled,
-    Link,
     Parsed,
-    class_name,
     detect_format,
     detection_order,
-    place_image,
     read_dataset,
     register,
     writable,
 )
-from petloc.data.records import Annotation, DataReport, DatasetError, RawObject
+from petloc.data.records import Annotation, DataReport, DatasetError, Labelled, RawObject, class_name
 from petloc.data.synthetic import SYNTHETIC_BREEDS
 from petloc.train import train
 

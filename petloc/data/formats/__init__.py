@@ -17,28 +17,23 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import os
 import pkgutil
-import shutil
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+from petloc.data.files import Link
 from petloc.data.records import (
     MAX_OBJECTS,
     Annotation,
-    Box,
     DataReport,
     DatasetError,
+    Labelled,
     MultiObject,
     RecordSet,
     assemble,
 )
-
-Link = Literal["hardlink", "symlink", "copy"]
-LINKS: tuple[Link, ...] = ("hardlink", "symlink", "copy")
 
 
 @dataclass
@@ -49,38 +44,6 @@ class Parsed:
     annotations: list[Annotation]
     label_sets: dict[str, list[str]] = field(default_factory=dict)
     hint: str | None = None
-
-
-@dataclass(frozen=True)
-class Labelled:
-    """One image as a writer writes it: its file name in the written set, every object's normalized
-    box, class (None: none) and score (predictions only; None: none), and its split."""
-
-    name: str
-    path: Path
-    width: int
-    height: int
-    boxes: tuple[Box, ...]
-    labels: tuple[str | None, ...]
-    scores: tuple[float | None, ...] = ()
-    split: str | None = None
-
-    @property
-    def stem(self) -> str:
-        return Path(self.name).stem
-
-    def score(self, i: int) -> float | None:
-        return self.scores[i] if i < len(self.scores) else None
-
-
-def file_names(ids: Sequence[str], paths: Sequence[Path]) -> list[str]:
-    """Each image's file name in a written set: its own, unless another image has the same stem
-    (``train/a.jpg``, ``valid/a.jpg``); then its id with ``/`` as ``__`` (``train__a.jpg``)."""
-    repeated = {stem for stem, n in Counter(p.stem for p in paths).items() if n > 1}
-    return [
-        i.replace("/", "__") + p.suffix if p.stem in repeated else p.name
-        for i, p in zip(ids, paths, strict=True)
-    ]
 
 
 Reader = Callable[..., Parsed]
@@ -163,36 +126,6 @@ def read_dataset(
     return assemble(
         parsed.annotations, root, name, report, multi_object, parsed.label_sets, parsed.hint, max_objects
     )
-
-
-def place_image(image: Labelled, folder: Path, link: Link) -> str:
-    """Put the image's file into ``folder`` under :attr:`Labelled.name` (a hard link falls back to a
-    copy across file systems; a symbolic link points at the resolved file); returns the name."""
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / image.name
-    if not target.exists() and not target.is_symlink():
-        if link == "symlink":
-            target.symlink_to(image.path.resolve())
-            return target.name
-        if link == "hardlink":
-            try:
-                os.link(image.path, target)
-                return target.name
-            except OSError:
-                pass
-        shutil.copy2(image.path, target)
-    return target.name
-
-
-def class_name(label: str | None) -> str:
-    """The class a writer writes for an object without one (a box-only dataset)."""
-    return "object" if label is None else label
-
-
-def class_list(images: Sequence[Labelled], classes: Sequence[str]) -> list[str]:
-    """``classes``, then any other class the objects name (sorted), or ``["object"]`` when none do."""
-    extra = sorted({class_name(lb) for im in images for lb in im.labels} - set(classes))
-    return [*classes, *extra]
 
 
 # Importing each module of this package registers its format.

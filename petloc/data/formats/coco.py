@@ -36,10 +36,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from petloc.data.files import FileIndex, is_absolute
+from petloc.data.files import FileIndex, Link, local_name, place_image
 from petloc.data.files import image_id as to_image_id
-from petloc.data.formats import Format, Labelled, Link, Parsed, class_list, class_name, place_image, register
-from petloc.data.records import Annotation, DataReport, DatasetError, RawObject, split_from_name
+from petloc.data.formats import Format, Parsed, register
+from petloc.data.records import (
+    Annotation,
+    DataReport,
+    DatasetError,
+    Labelled,
+    RawObject,
+    class_list,
+    class_name,
+    split_from_name,
+)
 
 Key = int | str
 
@@ -153,16 +162,8 @@ class _Resolver:
     def resolve(self, file_name: str) -> tuple[Path, str]:
         """(path of the first existing file, else the path under the JSON's folder; image_id)."""
         name = file_name.replace("\\", "/")
-        tries = [name]
-        if is_absolute(name):  # written on the annotator's machine
-            tries = [name, posixpath.basename(name)]
-        for candidate in tries:
-            sub, leaf = posixpath.split(candidate)
-            for base in self.bases:
-                folder = os.path.join(base, sub) if sub else base
-                if self.index.contains(folder, leaf):
-                    return Path(folder, leaf), self._image_id(base, candidate)
-        return Path(self.fallback, tries[-1]), self._image_id(self.fallback, tries[-1])
+        base, found = self.index.find(name, self.bases) or (self.fallback, local_name(name))
+        return Path(base, found), self._image_id(base, found)
 
     def _image_id(self, base: str, name: str) -> str:
         """The path relative to ROOT without suffix, with forward slashes: unique across split files

@@ -32,20 +32,21 @@ from __future__ import annotations
 import csv
 import io
 import itertools
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from math import isfinite
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
-from petloc.data.files import FileIndex, clean_name, is_absolute
+from petloc.data.files import FileIndex, Link, clean_name, local_name, place_image
 from petloc.data.files import image_id as to_image_id
-from petloc.data.formats import Format, Labelled, Link, Parsed, class_name, place_image, register
+from petloc.data.formats import Format, Parsed, register
 from petloc.data.records import (
     Annotation,
     DataReport,
     DatasetError,
+    Labelled,
     RawObject,
+    class_name,
     voc_pixels,
     voc_pixels_to_edges,
 )
@@ -224,18 +225,9 @@ class _Finder:
 
     def find(self, name: str) -> Path:
         """The image ``name`` names; a path that does not exist (reported missing by ``assemble``)."""
-        tries = [name]
-        if is_absolute(name):
-            if Path(name).is_file():
-                self.found += 1
-                return Path(name)
-            tries = [PurePosixPath(name).name]
-        sub, leaf = os.path.split(tries[0])
-        for folder in self.folders:
-            if self.index.contains(folder / sub, leaf):
-                self.found += 1
-                return folder / tries[0]
-        return self.folders[0] / tries[0]
+        found = self.index.find(name, self.folders)
+        self.found += found is not None
+        return Path(*(found or (self.folders[0], local_name(name))))
 
 
 def _parse_rows(

@@ -24,10 +24,18 @@ from xml.sax.saxutils import escape
 import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
 
-from petloc.data.files import FileIndex
-from petloc.data.formats import Format, Labelled, Link, Parsed, class_name, place_image, register
+from petloc.data.files import FileIndex, Link, place_image
+from petloc.data.formats import Format, Parsed, register
 from petloc.data.images import IMAGE_SUFFIXES
-from petloc.data.records import Annotation, DataReport, RawObject, voc_pixels, voc_pixels_to_edges
+from petloc.data.records import (
+    Annotation,
+    DataReport,
+    Labelled,
+    RawObject,
+    class_name,
+    voc_pixels,
+    voc_pixels_to_edges,
+)
 
 XML_ERRORS = (ET.ParseError, DefusedXmlException, ValueError, OSError)
 

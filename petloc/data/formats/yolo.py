@@ -42,10 +42,20 @@ from typing import Any
 
 from yaml import YAMLError, safe_load
 
-from petloc.data.files import FileIndex
-from petloc.data.formats import Format, Labelled, Link, Parsed, class_list, class_name, place_image, register
+from petloc.data.files import FileIndex, Link, place_image
+from petloc.data.formats import Format, Parsed, register
 from petloc.data.images import IMAGE_SUFFIXES
-from petloc.data.records import Annotation, Box, DataReport, DatasetError, RawObject, split_from_name
+from petloc.data.records import (
+    Annotation,
+    Box,
+    DataReport,
+    DatasetError,
+    Labelled,
+    RawObject,
+    class_list,
+    class_name,
+    split_from_name,
+)
 
 LINE_FORMAT = "expected 'class cx cy w h' (or a polygon 'class x1 y1 x2 y2 x3 y3 ...')"
 YAML_NAMES = ("data.yaml", "dataset.yaml")
