@@ -162,14 +162,20 @@ class FileIndex:
             if not name.startswith(".") and name.lower().endswith(suffixes)
         ]
 
-    def walk(self, folder: str | Path | None = None) -> Iterator[tuple[str, Listing]]:
+    def subfolders(self, folder: str | Path) -> list[Path]:
+        """The folders directly in ``folder``, not hidden."""
+        return [Path(folder, n) for n in self.listing(folder).folders if not n.startswith(".")]
+
+    def walk(
+        self, folder: str | Path | None = None, depth: int | None = None
+    ) -> Iterator[tuple[str, Listing]]:
         """(folder relative to ROOT, ``""`` for ROOT; its listing) for ``folder`` (ROOT) and every
-        folder below it, depth first in name order, hidden ones passed over, each real folder once."""
-        start = os.path.normpath(folder if folder is not None else self.root)
+        folder below it (at most ``depth`` levels; None: all), depth first in name order, hidden
+        ones passed over, each real folder once. Lazy: a caller that stops early lists no more."""
         seen: set[tuple[int, int]] = set()
-        stack = [start]
+        stack = [(os.path.normpath(folder if folder is not None else self.root), 0)]
         while stack:
-            path = stack.pop()
+            path, level = stack.pop()
             rel = self._rel(path)
             rel = "" if rel == "." else rel
             try:
@@ -189,4 +195,5 @@ class FileIndex:
                 [n for n in listing.folders if not n.startswith(".")],
             )
             yield rel, visible
-            stack.extend(os.path.join(path, n) for n in reversed(visible.folders))
+            if depth is None or level < depth:
+                stack.extend((os.path.join(path, n), level + 1) for n in reversed(visible.folders))

@@ -64,19 +64,10 @@ COCO_KEYS = ("images", "annotations", "categories")
 COMPANIONS = ("captions_", "person_keypoints_", "stuff_", "panoptic_", "image_info_")
 
 
-def _json_files(root: Path) -> list[Path]:
-    """``*.json`` in ROOT, ROOT/annotations and one folder below ROOT, in that order; hidden ones
-    (``.git``, macOS ``._x.json``) are skipped."""
-    found: list[Path] = []
-    seen: set[Path] = set()
-    for pattern in ("*.json", "annotations/*.json", "*/*.json"):
-        for path in sorted(root.glob(pattern)):
-            rel = path.relative_to(root)
-            if path in seen or any(p.startswith(".") for p in rel.parts) or not path.is_file():
-                continue
-            seen.add(path)
-            found.append(path)
-    return found
+def _json_files(index: FileIndex, root: Path) -> list[Path]:
+    """``*.json`` in ROOT, ROOT/annotations and one folder below ROOT, in that order."""
+    folders = [root, root / "annotations", *index.subfolders(root)]
+    return list(dict.fromkeys(path for folder in folders for path in index.files(folder, (".json",))))
 
 
 def _looks_like_coco(path: Path) -> bool:
@@ -96,7 +87,8 @@ def _looks_like_coco(path: Path) -> bool:
 
 def _detect(root: Path) -> bool:
     """A COCO JSON in ROOT, ROOT/annotations or one folder below (the first few JSONs are sniffed)."""
-    return any(_looks_like_coco(p) for p in _json_files(root)[:DETECT_MAX_FILES])
+    files = _json_files(FileIndex(root, DataReport(root)), root)  # detection reports nothing
+    return any(_looks_like_coco(p) for p in files[:DETECT_MAX_FILES])
 
 
 def _key(value: Any) -> Key | None:
@@ -343,7 +335,8 @@ def read_coco(
     """Every COCO JSON under ``root`` (or ``files``, relative to root), its images looked up under
     ``image_dir`` (relative to root) first; see the module doc."""
     searched = files is None
-    paths = _json_files(root) if files is None else _given_files(root, files)
+    index = FileIndex(root, report)
+    paths = _json_files(index, root) if files is None else _given_files(root, files)
     companions = [p for p in paths if searched and p.name.startswith(COMPANIONS)]
     if companions:
         paths = [p for p in paths if p not in companions]
@@ -354,7 +347,6 @@ def read_coco(
             f"no COCO JSON in {root}, {root / 'annotations'} or one folder below: "
             "name the files with data.options.files=[PATH, ...] (relative to the root)"
         )
-    index = FileIndex(root, report)
     ids: dict[str, str] = {}
     annotations: list[Annotation] = []
     used: dict[str, Key] = {}

@@ -83,20 +83,17 @@ class _Image:
 
 def _detect(root: Path) -> bool:
     """A ``*.csv`` file directly in ROOT."""
-    try:
-        return any(p.suffix.lower() == ".csv" and p.is_file() for p in root.iterdir())
-    except OSError:
-        return False
+    return bool(FileIndex(root, DataReport(root)).files(root, (".csv",)))
 
 
-def _csv_file(root: Path, file: str | None) -> Path:
+def _csv_file(index: FileIndex, root: Path, file: str | None) -> Path:
     """The CSV to read: ``file`` (relative to ROOT), else the only ``*.csv`` in ROOT."""
     if file is not None:
         path = root / file
         if not path.is_file():
             raise DatasetError(f"data.options.file={file!r}: no file {path} (the path is relative to {root})")
         return path
-    found = sorted(p for p in root.iterdir() if p.suffix.lower() == ".csv" and p.is_file())
+    found = index.files(root, (".csv",))
     if not found:
         raise DatasetError(f"no *.csv file in {root}: name one with data.options.file=PATH (relative to it)")
     if len(found) > 1:
@@ -343,7 +340,8 @@ def read_csv(
         raise DatasetError(
             f"data.options.columns={columns!r}: a mapping such as {{filename: image, class: label}}"
         )
-    path = _csv_file(root, file)
+    index = FileIndex(root, report)
+    path = _csv_file(index, root, file)
     label = str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
     if image_dir is not None:
         folders = [root / image_dir]
@@ -381,7 +379,7 @@ def read_csv(
             "data.options.coordinates=normalized"
         )
 
-    finder = _Finder(FileIndex(root, report), folders)
+    finder = _Finder(index, folders)
     ids: dict[str, str] = {}
     annotations = []
     for name, image in images.items():

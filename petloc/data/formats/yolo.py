@@ -290,51 +290,32 @@ def _read_label(
     return objects
 
 
-def _has_txt(folder: str, depth: int) -> bool:
-    """Whether ``folder`` holds a .txt file, directly or up to ``depth`` folders below (stops early)."""
-    try:
-        with os.scandir(folder) as it:
-            subfolders = []
-            for entry in it:
-                if entry.name.lower().endswith(".txt") and entry.is_file():
-                    return True
-                if depth > 0 and entry.is_dir() and not entry.name.startswith("."):
-                    subfolders.append(entry.path)
-    except OSError:
-        return False
-    return any(_has_txt(sub, depth - 1) for sub in subfolders)
-
-
-def _subfolders(folder: Path) -> list[Path]:
-    try:
-        with os.scandir(folder) as it:
-            return [Path(e.path) for e in it if not e.name.startswith(".") and e.is_dir()]
-    except OSError:
-        return []
-
-
 def _detect(root: Path) -> bool:
-    """A ``labels/`` folder holding .txt files in ROOT or one folder below, a ROOT yaml with a
-    ``names:`` line, or a ``classes.txt`` beside other .txt files (ROOT or one folder below)."""
-    try:
-        level1 = _subfolders(root)
-        for folder in [root, *level1]:
-            if (folder / "labels").is_dir() and _has_txt(str(folder / "labels"), 2):
-                return True
-        for path in sorted(root.glob("*.y*ml")):
-            if path.suffix in (".yaml", ".yml") and path.is_file():
-                with open(path, "rb") as f:
-                    head = f.read(1 << 16).decode("utf-8", errors="replace")
-                if re.search(r"^names\s*:", head, re.MULTILINE):
-                    return True
-        for folder in [root, *level1]:
-            if (folder / "classes.txt").is_file() and any(
-                p.name != "classes.txt" for p in folder.glob("*.txt")
-            ):
-                return True
-    except OSError:
-        return False
-    return False
+    """A ``labels/`` folder holding .txt files (within two folders of it) in ROOT or one folder
+    below, a ROOT yaml with a ``names:`` line, or a ``classes.txt`` beside other .txt files (ROOT or
+    one folder below)."""
+    index = FileIndex(root, DataReport(root))  # detection reports nothing
+    top = [root, *index.subfolders(root)]
+    for folder in top:
+        if any(
+            n.lower().endswith(".txt")
+            for _, listing in index.walk(folder / "labels", 2)
+            for n in listing.files
+        ):
+            return True
+    for path in index.files(root, (".yaml", ".yml")):
+        try:
+            with open(path, "rb") as f:
+                head = f.read(1 << 16).decode("utf-8", errors="replace")
+        except OSError:
+            continue
+        if re.search(r"^names\s*:", head, re.MULTILINE):
+            return True
+    return any(
+        "classes.txt" in (files := index.listing(folder).files)
+        and any(n.lower().endswith(".txt") and n != "classes.txt" for n in files)
+        for folder in top
+    )
 
 
 def read_yolo(root: Path, report: DataReport, yaml: str | None = None) -> Parsed:
