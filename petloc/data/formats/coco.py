@@ -393,17 +393,13 @@ def write_coco(images: Sequence[Labelled], classes: Sequence[str], out: Path, li
             entries.append({"id": i, "file_name": name, "width": im.width, "height": im.height})
             for j, (box, label) in enumerate(zip(im.boxes, im.labels, strict=True)):
                 x0, y0, x1, y1 = (v * s for v, s in zip(box, (im.width, im.height) * 2, strict=True))
-                annotation = {
-                    "id": len(annotations) + 1,
-                    "image_id": i,
-                    "category_id": names.index(class_name(label)) + 1,
-                    "bbox": [x0, y0, x1 - x0, y1 - y0],
-                    "area": (x1 - x0) * (y1 - y0),
-                    "iscrowd": 0,
-                }
-                if im.score(j) is not None:
-                    annotation["score"] = im.score(j)
-                annotations.append(annotation)
+                category = names.index(class_name(label)) + 1
+                score = {} if im.score(j) is None else {"score": im.score(j)}
+                bbox = [x0, y0, x1 - x0, y1 - y0]
+                annotations.append(
+                    {"id": len(annotations) + 1, "image_id": i, "category_id": category, "bbox": bbox,
+                     "area": bbox[2] * bbox[3], "iscrowd": 0, **score}
+                )  # fmt: skip
         categories = [{"id": i, "name": n, "supercategory": "none"} for i, n in enumerate(names, start=1)]
         document = {"images": entries, "annotations": annotations, "categories": categories}
         file = "instances.json" if split is None else f"instances_{split}.json"
