@@ -51,7 +51,7 @@ def time_limited_run(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) 
         "trainer.max_time=00:00:00:08",
         "trainer.check_val_every_n_epoch=1",
         "trainer.log_every_n_steps=1",
-        f"scheduler.warmup_steps={WARMUP_STEPS}",
+        f"scheduler.scheduler.warmup_steps={WARMUP_STEPS}",
     ]
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)

@@ -63,7 +63,7 @@ TINY = (
     "trainer.max_epochs=2",
     "trainer.check_val_every_n_epoch=1",  # one validation per epoch (the default is every second)
     "trainer.max_time=null",
-    "scheduler.warmup_steps=1",
+    "scheduler.scheduler.warmup_steps=1",
     "trainer.enable_progress_bar=false",
 )
 SMALL = (*TINY, "data.num_workers=0")
