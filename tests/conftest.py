@@ -81,14 +81,6 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def synthetic_root(cache_dir: Path) -> Path:
-    """A small synthetic set in the Oxford layout, generated once per session."""
-    from petloc.data.synthetic import generate_synthetic_pets
-
-    return generate_synthetic_pets(cache_dir / "synthetic_small", n=120, seed=0, progress=False)
-
-
-@pytest.fixture(scope="session")
 def trained_run(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> TrainedRun:
     """One tiny checkpoint trained with petloc.train.train on the real composed config (``TINY_RUN``),
     once per session: eval, predict, export, init_from and checkpoint tests share it."""
