@@ -52,8 +52,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-
 import lightning as L
 import torch
 from hydra import compose, initialize_config_dir

@@ -47,9 +47,9 @@ SMALL = (*TINY, "data.num_workers=0")
 
 
 def child_env() -> dict[str, str]:
-    """The environment of a CLI child: ``tests`` importable (for :class:`ResumeProbe`), quiet imports."""
+    """The environment of a CLI child: ``tests`` importable (for :class:`ResumeProbe`)."""
     path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
-    return {**os.environ, "PYTHONPATH": path, "NO_ALBUMENTATIONS_UPDATE": "1"}
+    return {**os.environ, "PYTHONPATH": path}
 
 
 def tail(path: Path, lines: int = 40) -> str:

@@ -78,7 +78,7 @@ def sweep_env(cache_dir: Path) -> dict[str, str]:
     Passing ``paths.cache_dir=/tmp/...`` as an override would put a path, slashes included, into every
     job folder's name.
     """
-    return {**os.environ, "PETLOC_CACHE": str(cache_dir), "NO_ALBUMENTATIONS_UPDATE": "1"}
+    return {**os.environ, "PETLOC_CACHE": str(cache_dir)}
 
 
 def petloc_train(cwd: Path, *overrides: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -13,10 +13,6 @@ cost as a ratio, in PyTorch and in onnxruntime.
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-
 import dataclasses
 import json
 import logging

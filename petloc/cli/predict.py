@@ -9,10 +9,6 @@ global regression heads). Files that cannot be decoded are reported and skipped.
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-
 import csv
 import logging
 from collections.abc import Iterator, Sequence
