@@ -157,7 +157,8 @@ def test_a_checkpoint_of_a_module_fitted_outside_petloc_train_loads(tmp_path: Pa
         enable_progress_bar=False,
         enable_model_summary=False,
     )
-    trainer.fit(module, train_dataloaders=DataLoader(samples, batch_size=4))
+    loader = DataLoader(samples, batch_size=4)
+    trainer.fit(module, train_dataloaders=loader, val_dataloaders=loader)
     trainer.save_checkpoint(tmp_path / "own.ckpt")
 
     loaded, cfg = load_model(tmp_path / "own.ckpt")
