@@ -39,9 +39,11 @@ class BudgetCosineLR(torch.optim.lr_scheduler.LambdaLR):
 
     def _factor(self, step: int) -> float:
         # the budget is read once per step: every parameter group gets the same factor, however
-        # much wall-clock time passes between their lambdas
+        # much wall-clock time passes between their lambdas. Step 0 is this scheduler's construction,
+        # before training starts: no budget is used yet (and the trainer has not loaded its data to
+        # count its steps).
         if self._read_at[0] != step:
-            self._read_at = (step, self._progress())
+            self._read_at = (step, self._progress() if step > 0 else 0.0)
         warm = min(1.0, (step + 1) / max(1, self.warmup_steps))
         cosine = 0.5 * (1 + math.cos(math.pi * self._read_at[1]))
         return warm * (self.min_factor + (1 - self.min_factor) * cosine)

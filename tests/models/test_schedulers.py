@@ -115,11 +115,14 @@ def test_the_plateau_schedule_steps_after_each_validating_epoch_watching_val_iou
 
 def test_the_cosine_schedule_steps_every_step_and_follows_the_modules_budget() -> None:
     """The module hands the schedule its training_progress: with the budget used up (and no warm-up)
-    the head's rate starts at min_factor x optimizer.lr."""
+    the head's rate after a step is min_factor x optimizer.lr."""
     module = module_with("scheduler=cosine", "scheduler.scheduler.warmup_steps=0", progress=1.0)
     optimizer_config = module.configure_optimizers()
     config = optimizer_config["lr_scheduler"]
     assert isinstance(config["scheduler"], BudgetCosineLR)
     assert (config["interval"], config["frequency"]) == ("step", 1)
-    head = optimizer_config["optimizer"].param_groups[-1]
+    optimizer, head = optimizer_config["optimizer"], optimizer_config["optimizer"].param_groups[-1]
+    assert head["lr"] == pytest.approx(0.1)  # built before training: no budget used
+    optimizer.step()
+    config["scheduler"].step()
     assert head["lr"] == pytest.approx(0.1 * 0.02)
