@@ -6,7 +6,6 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-export NO_ALBUMENTATIONS_UPDATE := 1
 
 .PHONY: train test test-fast lint venv clean
 
@@ -16,7 +15,7 @@ $(STAMP): pyproject.toml setup.py requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev]'
-	$(BIN)/python -c "import timm, torchvision, lightning, albumentations, hydra; print('petloc stack OK: timm', timm.__version__)"
+	$(BIN)/python -c "import petloc, timm, torchvision, lightning, albumentations, hydra; print('petloc stack OK: timm', timm.__version__)"
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -1,6 +1,14 @@
 """petloc: single-object localization experiments (timm MobileNets, Lightning, Hydra, TensorBoard)."""
 
+import os
 from pathlib import Path
+
+# albumentations asks PyPI for a newer release on import (a network request, up to 2 s offline, and a
+# warning) unless this is set. Every way into petloc (the console scripts, the API, scripts/, the
+# tests' conftest.py) imports this package before albumentations, and child processes (DDP, sweep
+# jobs, the tests' subprocesses) inherit the variable. setdefault: NO_ALBUMENTATIONS_UPDATE=0 in the
+# environment turns the check back on.
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from petloc.resolvers import register as _register_resolvers
 

@@ -33,7 +33,7 @@ from petloc import CONFIG_DIR
 from petloc import checkpoint as checkpoints
 from petloc.data.images import ImageReader
 from petloc.data.records import to_voc_pixels
-from petloc.models.inference import InferenceModel
+from petloc.models.deployed import InferenceModel
 from petloc.models.module import PetLocModule
 
 # What predict takes for one image: a file path, a PIL image, or a uint8 array (HxWx3 RGB, HxWx4

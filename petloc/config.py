@@ -7,7 +7,7 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from petloc.models.backbone import BACKBONES, check_alpha, check_image_size
-from petloc.models.inference import InferenceOptions
+from petloc.models.options import InferenceOptions
 from petloc.modes import Mode
 
 
@@ -64,8 +64,6 @@ def validate_training_config(cfg: DictConfig) -> None:
 # Nodes an app's config may change in a checkpoint's: a node naming a ``_target_`` (a group chosen on
 # the command line) replaces the trained one, any other changes only its non-null keys.
 MERGED_NODES = ("backbone", "head", "data", "paths", "inference")
-# Checkpoints written before the inference options became one node kept them at the top level.
-_LEGACY_INFERENCE_KEYS = {"flip_test": "flip", "refine": "refine", "refine_margin": "refine_margin"}
 
 
 def merge_config(trained: DictConfig, overrides: DictConfig | None = None) -> DictConfig:
@@ -83,8 +81,6 @@ def merge_config(trained: DictConfig, overrides: DictConfig | None = None) -> Di
     input normalization, come from the checkpoint; nothing is downloaded.
     """
     cfg = OmegaConf.create(OmegaConf.to_container(trained, resolve=True))
-    if "inference" not in cfg:
-        cfg.inference = {new: cfg.pop(old) for old, new in _LEGACY_INFERENCE_KEYS.items() if old in cfg}
     if overrides is not None:
         if overrides.get("alpha") is not None:
             cfg.alpha = overrides.alpha

@@ -12,7 +12,7 @@ Prints one JSON object (the names BENCHMARKS.md records its figures under):
   while the machine's speed drifts;
 - ``loader_ips``: images/s of the training DataLoader alone (cache warm, workers started);
 - ``infer_ips`` (batch 32) and ``infer_latency_ms`` (batch 1, median) of the deployed graph
-  (:class:`petloc.models.inference.InferenceModel`) with the run's inference options, and
+  (:class:`petloc.models.deployed.InferenceModel`) with the run's inference options, and
   ``infer_by_options``: the same two figures for those options, the single look and flip + zoom-in;
 - ``cache_build_s``/``cache_images``: a cold build of the decode cache (one-time cost);
 - ``peak_rss_mb``: peak resident memory of this process and of its loader workers.
@@ -52,8 +52,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-
 import lightning as L
 import torch
 from hydra import compose, initialize_config_dir
@@ -65,8 +63,9 @@ from petloc import CONFIG_DIR
 from petloc.data.datamodule import LocalizationDataModule
 from petloc.data.formats import FORMATS, writable
 from petloc.data.records import DataReport, Labelled
-from petloc.models.inference import InferenceModel, InferenceOptions
+from petloc.models.deployed import InferenceModel
 from petloc.models.module import PetLocModule
+from petloc.models.options import InferenceOptions
 from petloc.train import train
 
 REPO = Path(__file__).resolve().parent.parent

@@ -4,7 +4,7 @@ machine in one run: eager PyTorch, then onnxruntime, each engine's two models ti
     python scripts/deployed_cost.py RUN/checkpoints/best.ckpt \
         --yolo yolo_ref/runs/NAME/weights/best.pt --yolo-imgsz 320 --yolo-lib yolo_ref/lib
 
-petloc's graph is :class:`petloc.models.inference.InferenceModel` (uint8 NHWC in; normalization, the
+petloc's graph is :class:`petloc.models.deployed.InferenceModel` (uint8 NHWC in; normalization, the
 run's inference options and the box decoding inside; batch norms folded), exported as
 ``petloc-export`` does. YOLO's is its fused network on a float NCHW tensor (``YOLO.export(format=
 "onnx")``), without its preprocessing or non-maximum suppression, which run outside the graph: its
@@ -25,7 +25,7 @@ import torch
 
 from petloc.checkpoint import load_model
 from petloc.cli.export import median_ms, onnx_call
-from petloc.models.inference import InferenceModel
+from petloc.models.deployed import InferenceModel
 
 
 def main() -> None:

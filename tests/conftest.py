@@ -9,9 +9,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -78,14 +75,6 @@ def weights_dir() -> Path:
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One decode cache / synthetic-set folder for the whole session (builds are reused)."""
     return tmp_path_factory.mktemp("petloc-cache")
-
-
-@pytest.fixture(scope="session")
-def synthetic_root(cache_dir: Path) -> Path:
-    """A small synthetic set in the Oxford layout, generated once per session."""
-    from petloc.data.synthetic import generate_synthetic_pets
-
-    return generate_synthetic_pets(cache_dir / "synthetic_small", n=120, seed=0, progress=False)
 
 
 @pytest.fixture(scope="session")

@@ -21,13 +21,15 @@ from unittest import mock
 import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
+from hydra.utils import get_class
+from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from torch import Tensor
 
 from petloc import CONFIG_DIR
 from petloc.data.augment import MAX_BOXES
 from petloc.data.records import DataReport
+from petloc.models.heads import BoxHead
 from petloc.models.module import PetLocModule
 
 Box = tuple[float, float, float, float]
@@ -132,7 +134,12 @@ def run_export(checkpoint: Path, folder: Path) -> tuple[Path, dict, list[str]]:
 # ---- models ---------------------------------------------------------------------------------------
 
 SIZE = 64  # input side of the small modules and batches below
-HEADS = tuple(sorted(p.stem for p in (CONFIG_DIR / "head").glob("*.yaml")))
+# The heads a run can pick, by option name (conf/head/*.yaml) with the class each one builds: tests
+# parametrized over it cover a new head's config file without being edited.
+HEADS: dict[str, type[BoxHead]] = {
+    path.stem: get_class(OmegaConf.load(path)._target_)
+    for path in sorted((CONFIG_DIR / "head").glob("*.yaml"))
+}
 
 
 @functools.cache

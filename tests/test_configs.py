@@ -6,7 +6,6 @@ touching this file.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from petloc.config import ConfigError, validate_config, validate_training_config
 from petloc.data.augment import AugmentConfig, colour_transform
 from petloc.data.datamodule import LocalizationDataModule
 from petloc.models.backbone import create_backbone, pretrained_alphas
-from petloc.models.inference import InferenceOptions
+from petloc.models.schedulers import lr_scheduler_config
 from petloc.modes import Mode, mode_names
 from petloc.train import build_trainer
 
@@ -71,7 +70,7 @@ def instantiate_run(cfg: DictConfig) -> None:
     assert isinstance(optimizer, torch.optim.Optimizer)
     assert optimizer.param_groups[0]["lr"] == cfg.optimizer.lr
     if cfg.get("scheduler"):
-        instantiate(cfg.scheduler)(optimizer=optimizer)
+        lr_scheduler_config(cfg.scheduler, optimizer, progress=lambda: 0.0)
 
     datamodule = instantiate(cfg.data)
     assert isinstance(datamodule, LocalizationDataModule)
@@ -156,20 +155,6 @@ def test_validate_rejects_a_switch_that_is_not_a_boolean(
         validate_config(make_cfg(f"inference.{key}=maybe"))
     with pytest.raises(ConfigError, match=r"inference.tta: not an inference option.*'refine_margin'"):
         validate_config(make_cfg("+inference.tta=true"))
-
-
-def test_the_inference_node_is_one_set_of_keys(make_cfg: Callable[..., DictConfig]) -> None:
-    """conf/inference/default.yaml (a run's values), keep.yaml (the apps' all-null node) and
-    InferenceOptions name the same options, and a run's values become the module's options as given."""
-    fields = {f.name for f in dataclasses.fields(InferenceOptions)}
-    default = OmegaConf.load(CONFIG_DIR / "inference" / "default.yaml")
-    keep = OmegaConf.load(CONFIG_DIR / "inference" / "keep.yaml")
-    assert set(default) == set(keep) == fields
-    assert all(value is None for value in keep.values())
-    assert InferenceOptions.from_config(make_cfg().inference) == InferenceOptions(**default)
-    assert InferenceOptions(**default) == InferenceOptions(flip=False, refine=True, refine_margin=1.6)
-    for app in ("eval", "predict", "export"):
-        assert OmegaConf.to_container(make_cfg("ckpt_path=x", config_name=app).inference) == dict(keep), app
 
 
 def test_validate_rejects_unknown_mode_naming_the_allowed_ones(make_cfg: Callable[..., DictConfig]) -> None:

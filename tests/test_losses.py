@@ -6,9 +6,12 @@ import math
 
 import pytest
 import torch
+from hydra.utils import instantiate
 from torch import nn
 
+from petloc import CONFIG_DIR
 from petloc.losses import IoUBoxLoss, MSEBoxLoss, SmoothL1BoxLoss, SqrtWHLoss
+from tests.helpers import compose_config
 
 
 def boxes(*rows: tuple[float, float, float, float]) -> torch.Tensor:
@@ -16,20 +19,16 @@ def boxes(*rows: tuple[float, float, float, float]) -> torch.Tensor:
     return torch.tensor(rows, dtype=torch.float32)
 
 
-def all_losses() -> list[nn.Module]:
-    """One instance of every loss, the IoU losses both with and without the L1 term."""
-    return [
-        MSEBoxLoss(),
-        SmoothL1BoxLoss(),
-        SqrtWHLoss(),
-        IoUBoxLoss("giou"),
-        IoUBoxLoss("diou"),
-        IoUBoxLoss("ciou"),
-        IoUBoxLoss("giou", l1_weight=2.5),
-    ]
+# Every loss a run can pick, as conf/loss/*.yaml configures it (the IoU losses with their L1 term), and
+# the IoU losses without the L1 term: the behaviour tests below cover a new loss's config file as it is.
+LOSSES: dict[str, nn.Module] = {
+    **{
+        path.stem: instantiate(compose_config(f"loss={path.stem}").loss)
+        for path in sorted((CONFIG_DIR / "loss").glob("*.yaml"))
+    },
+    **{f"{kind}_no_l1": IoUBoxLoss(kind) for kind in ("giou", "diou", "ciou")},
+}
 
-
-LOSS_IDS = ["mse", "smooth_l1", "sqrt_wh", "giou", "diou", "ciou", "giou_l1"]
 
 # Overlapping pair: intersection [0.25, 0.25, 0.5, 0.5] = 0.0625, union 0.25 + 0.25 - 0.0625 = 0.4375,
 # IoU = 0.0625 / 0.4375 = 1/7; enclosing box [0, 0, 0.75, 0.75] has area 0.5625 and diagonal² 1.125.
@@ -151,7 +150,7 @@ def test_losses_reject_mismatched_shapes() -> None:
         MSEBoxLoss()(boxes(OVERLAP_PRED, DISJOINT_PRED), torch.tensor(OVERLAP_TARGET))
 
 
-@pytest.mark.parametrize("loss", all_losses(), ids=LOSS_IDS)
+@pytest.mark.parametrize("loss", list(LOSSES.values()), ids=list(LOSSES))
 def test_identical_boxes_give_zero_loss(loss: nn.Module) -> None:
     # torchvision's IoU losses divide by union + 1e-7, so identical boxes score eps / area: 2e-5 for the
     # 0.05 x 0.1 box here, hence the tolerance; a real mismatch costs orders of magnitude more.
@@ -159,7 +158,7 @@ def test_identical_boxes_give_zero_loss(loss: nn.Module) -> None:
     assert loss(target.clone(), target).item() == pytest.approx(0.0, abs=1e-4)
 
 
-@pytest.mark.parametrize("loss", all_losses(), ids=LOSS_IDS)
+@pytest.mark.parametrize("loss", list(LOSSES.values()), ids=list(LOSSES))
 def test_gradient_is_finite_and_nonzero(loss: nn.Module) -> None:
     pred = boxes(OVERLAP_PRED, DISJOINT_PRED).requires_grad_()
     target = boxes(OVERLAP_TARGET, DISJOINT_TARGET)
@@ -170,7 +169,7 @@ def test_gradient_is_finite_and_nonzero(loss: nn.Module) -> None:
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("loss", all_losses(), ids=LOSS_IDS)
+@pytest.mark.parametrize("loss", list(LOSSES.values()), ids=list(LOSSES))
 def test_tiny_width_boxes_and_bf16_give_finite_loss_and_gradient(loss: nn.Module, dtype: torch.dtype) -> None:
     # Widths of 1e-4 (exactly 0 once rounded to bf16 near 0.5) with normal heights: degenerate but valid.
     pred = torch.tensor([[0.5, 0.2, 0.5001, 0.6], [0.1, 0.1, 0.4, 0.3]], dtype=dtype).requires_grad_()
@@ -184,7 +183,7 @@ def test_tiny_width_boxes_and_bf16_give_finite_loss_and_gradient(loss: nn.Module
     assert torch.isfinite(pred.grad.float()).all()
 
 
-@pytest.mark.parametrize("loss", all_losses(), ids=LOSS_IDS)
+@pytest.mark.parametrize("loss", list(LOSSES.values()), ids=list(LOSSES))
 def test_bf16_matches_float32_on_representable_boxes(loss: nn.Module) -> None:
     # Coordinates that are exact in bf16, so any difference would come from doing the arithmetic in bf16.
     pred = boxes((0.125, 0.25, 0.5, 0.75), (0.0, 0.0, 0.25, 0.25))

@@ -1,25 +1,16 @@
-"""Failures a long training run meets, reproduced for real: a SIGKILL mid-epoch, a crash while a
-checkpoint is written, a loss that turns NaN, untrusted checkpoints and configs, and the promise that
-a seeded run repeats itself.
+"""Failures a long training run meets, reproduced for real: a SIGKILL mid-epoch, a loss that turns
+NaN, untrusted configs, and the promise that a seeded run repeats itself.
 
-Covered elsewhere and not repeated here (tests/test_inference.py): a checkpoint holding a pickled
-object is refused without running it (``test_checkpoint_with_pickled_objects_is_refused_unexecuted``)
-and a checkpoint loaded under another architecture (``alpha=0.5``, ``head=pooled``) fails naming both
-configs (``test_architecture_override_that_does_not_fit_names_both_configs``).
+Covered in tests/test_checkpoint.py and not repeated here: a crash or a full disk while a checkpoint
+is written, a checkpoint holding a pickled object, and a checkpoint loaded under another architecture.
 """
 
 from __future__ import annotations
 
-import errno
-import io
 import json
 import os
-import pickle
-import shutil
 import signal
 import subprocess
-import sys
-import textwrap
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,11 +20,9 @@ import lightning as L
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from petloc import CONFIG_DIR
-from petloc.checkpoint import AtomicCheckpointIO, remove_orphans
 from petloc.cli.compare import compare_runs
 from petloc.models.module import PetLocModule
 from petloc.train import train
@@ -58,9 +47,9 @@ SMALL = (*TINY, "data.num_workers=0")
 
 
 def child_env() -> dict[str, str]:
-    """The environment of a CLI child: ``tests`` importable (for :class:`ResumeProbe`), quiet imports."""
+    """The environment of a CLI child: ``tests`` importable (for :class:`ResumeProbe`)."""
     path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
-    return {**os.environ, "PYTHONPATH": path, "NO_ALBUMENTATIONS_UPDATE": "1"}
+    return {**os.environ, "PYTHONPATH": path}
 
 
 def tail(path: Path, lines: int = 40) -> str:
@@ -273,191 +262,7 @@ def test_a_killed_run_resumes_where_its_last_checkpoint_left_off(tmp_path: Path,
     assert per_image_mean == pytest.approx(metrics["val/iou_best"], abs=1e-5)
 
 
-# ---- 2. a crash while a checkpoint is written never tears it ------------------------------------
-# Saves version 1, waits for a line on stdin, saves version 2 (NUMEL float32 values of the version).
-# A slow disk: both ways bytes reach a checkpoint file (torch.save into an open file, and the
-# sendfile copy that shutil.move falls back to across file systems) go in 2 MiB pieces, 50 ms apart,
-# so a save lasts over a second and the kill, however the test process is scheduled, lands inside it.
-WRITER = textwrap.dedent(
-    """
-    import io
-    import os
-    import sys
-    import time
-
-    import torch
-    from lightning.pytorch.plugins.io import TorchCheckpointIO
-    from petloc.checkpoint import AtomicCheckpointIO
-
-    CHUNK = 2 * 2**20
-    real_save, real_sendfile = torch.save, os.sendfile
-
-    def slow_save(obj, f, *args, **kwargs):
-        if isinstance(f, io.BytesIO):
-            return real_save(obj, f, *args, **kwargs)
-        buffer = io.BytesIO()
-        real_save(obj, buffer, *args, **kwargs)
-        data = buffer.getvalue()
-        for i in range(0, len(data), CHUNK):
-            f.write(data[i : i + CHUNK])
-            f.flush()
-            time.sleep(0.05)
-
-    def slow_sendfile(out_fd, in_fd, offset, count):
-        time.sleep(0.05)
-        return real_sendfile(out_fd, in_fd, offset, min(count, CHUNK))
-
-    torch.save, os.sendfile = slow_save, slow_sendfile
-    checkpoint_io = {"lightning": TorchCheckpointIO, "petloc": AtomicCheckpointIO}[sys.argv[1]]()
-    target, numel = sys.argv[2], int(sys.argv[3])
-    for version in (1, 2):
-        checkpoint = {"version": version, "state_dict": {"w": torch.full((numel,), float(version))}}
-        checkpoint_io.save_checkpoint(checkpoint, target)
-        print("saved", version, flush=True)
-        sys.stdin.readline()
-    """
-)
-NUMEL = 16 * 2**20  # 64 MiB
-
-
-def other_filesystem(path: Path) -> Path | None:
-    """A writable folder on another file system than ``path`` (a tmpfs), or None."""
-    shm = Path("/dev/shm")
-    if shm.is_dir() and os.access(shm, os.W_OK) and os.stat(shm).st_dev != os.stat(path).st_dev:
-        return shm
-    return None
-
-
-def sizes(folder: Path) -> dict[str, tuple[int, int]]:
-    """(inode, size) of every file in ``folder`` (a file vanishing while listed is left out)."""
-    out = {}
-    for entry in os.scandir(folder):
-        try:
-            out[entry.name] = (entry.inode(), entry.stat().st_size)
-        except FileNotFoundError:
-            continue
-    return out
-
-
-def kill_during_second_save(kind: str, target: Path, tmpdir: Path) -> str:
-    """Run WRITER; SIGKILL it once its second save has written part of a file in the target's
-    folder (the target itself, or a new file beside it); returns its stdout after the first save."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c", WRITER, kind, str(target), str(NUMEL)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        env={**os.environ, "TMPDIR": str(tmpdir)},
-        text=True,
-    )
-    assert proc.stdin is not None and proc.stdout is not None
-    try:
-        assert proc.stdout.readline().strip() == "saved 1"
-        before = sizes(target.parent)
-        full = before[target.name][1]
-        proc.stdin.write("\n")
-        proc.stdin.flush()
-        deadline = time.monotonic() + 120
-        while proc.poll() is None and time.monotonic() < deadline:
-            if any(v != before.get(k) and 0 < v[1] < full for k, v in sizes(target.parent).items()):
-                break
-    finally:
-        proc.kill()
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the writer finished before a partial file was seen"
-    return proc.stdout.read()
-
-
-@pytest.fixture
-def scratch_tmpdir(tmp_path: Path) -> Iterator[Path]:
-    """$TMPDIR for the writer: on another file system when the machine has one (as /tmp on tmpfs is)."""
-    other = other_filesystem(tmp_path)
-    folder = Path(other, f"petloc-test-{os.getpid()}") if other else tmp_path / "tmpdir"
-    folder.mkdir()
-    yield folder
-    shutil.rmtree(folder, ignore_errors=True)
-
-
-@pytest.mark.slow
-def test_a_kill_while_saving_leaves_the_previous_checkpoint_whole(
-    tmp_path: Path, scratch_tmpdir: Path
-) -> None:
-    target = tmp_path / "checkpoints" / "best.ckpt"
-    out = kill_during_second_save("petloc", target, scratch_tmpdir)
-    assert "saved 2" not in out
-
-    # the kill hit the second save half-way: its bytes are in a partial file beside the target...
-    (partial,) = [p for p in target.parent.iterdir() if p != target]
-    full = target.stat().st_size
-    assert 0 < partial.stat().st_size < full
-    # ...and the target is still the first version, whole, and loads safely
-    checkpoint = torch.load(target, map_location="cpu", weights_only=True)
-    assert checkpoint["version"] == 1
-    assert torch.equal(checkpoint["state_dict"]["w"], torch.ones(NUMEL))
-    assert remove_orphans(target) == [partial]  # the dead writer's file goes at the next save
-    assert list(target.parent.iterdir()) == [target]
-
-
-@pytest.mark.slow
-def test_lightnings_own_save_tears_the_checkpoint_when_tmpdir_is_elsewhere(tmp_path: Path) -> None:
-    """Why petloc.checkpoint exists (and proof that the kill above lands inside a save): Lightning's
-    fsspec transaction copies from $TMPDIR into the target when they are on different file systems."""
-    other = other_filesystem(tmp_path)
-    if other is None:
-        pytest.skip("no second file system (tmpfs /dev/shm) to put $TMPDIR on")
-    tmpdir = Path(other, f"petloc-test-{os.getpid()}")
-    tmpdir.mkdir()
-    try:
-        target = tmp_path / "best.ckpt"
-        kill_during_second_save("lightning", target, tmpdir)
-    finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
-    with pytest.raises((RuntimeError, EOFError, pickle.UnpicklingError)):
-        torch.load(target, map_location="cpu", weights_only=True)
-
-
-def test_a_failed_write_keeps_the_previous_checkpoint_and_no_temp_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    target = tmp_path / "best.ckpt"
-    checkpoint_io = AtomicCheckpointIO()
-    checkpoint_io.save_checkpoint({"version": 1}, target)
-    real_save = torch.save
-
-    def disk_full_half_way(obj: Any, f: io.BufferedWriter) -> None:
-        buffer = io.BytesIO()
-        real_save(obj, buffer)
-        f.write(buffer.getvalue()[: buffer.tell() // 2])
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(torch, "save", disk_full_half_way)
-    with pytest.raises(OSError, match="No space left"):
-        checkpoint_io.save_checkpoint({"version": 2, "w": torch.zeros(1000)}, target)
-    monkeypatch.undo()
-    assert torch.load(target, weights_only=True) == {"version": 1}
-    assert list(tmp_path.iterdir()) == [target]
-
-
-def test_orphans_of_live_writers_are_kept(tmp_path: Path) -> None:
-    target = tmp_path / "last.ckpt"
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    live = tmp_path / f".last.ckpt.{os.getppid()}.tmp"
-    orphan = tmp_path / f".last.ckpt.{dead.pid}.tmp"
-    other = tmp_path / f".best.ckpt.{dead.pid}.tmp"
-    for path in (live, orphan, other):
-        path.write_bytes(b"partial")
-    assert remove_orphans(target) == [orphan]
-    assert live.exists() and other.exists()
-
-
-@pytest.mark.parametrize("trainer", ["default", "ddp_cpu"])
-def test_training_saves_checkpoints_atomically(trainer: str, make_cfg: Callable[..., DictConfig]) -> None:
-    cfg = make_cfg(f"trainer={trainer}")
-    built = instantiate(cfg.trainer, callbacks=[], logger=False)
-    assert isinstance(built.strategy.checkpoint_io, AtomicCheckpointIO)
-
-
-# ---- 3. a NaN loss: stop with a message, or skip the batch --------------------------------------
+# ---- 2. a NaN loss: stop with a message, or skip the batch --------------------------------------
 def poison_training_batches(monkeypatch: pytest.MonkeyPatch, which: set[int]) -> None:
     """Make the loss NaN on the training batches numbered ``which`` (0-based, counted over the run)."""
     original = PetLocModule._step
@@ -500,7 +305,7 @@ def test_nan_policy_skip_finishes_counts_and_keeps_weights_finite(
     assert not bad, bad
 
 
-# ---- 4. configs instantiate only known code -----------------------------------------------------
+# ---- 3. configs instantiate only known code -----------------------------------------------------
 # A `_target_` names code that Hydra imports and calls: the shipped configs may only name petloc's
 # own code and the libraries it is built on. Hydra's own node may also name Hydra's built-in
 # launcher/sweeper and the Optuna sampler of the Optuna sweeper. A user can still point a
@@ -566,7 +371,7 @@ def test_every_launcher_names_only_allowed_targets(launcher: str) -> None:
     assert not disallowed(cfg)
 
 
-# ---- 5. same seed, same data, CPU: the same run -------------------------------------------------
+# ---- 4. same seed, same data, CPU: the same run -------------------------------------------------
 def seeded_run(output: Path, cache_dir: Path) -> dict[str, list[tuple[int, float]]]:
     overrides = [
         f"paths.output_dir={output}",

@@ -63,7 +63,7 @@ TINY = (
     "trainer.max_epochs=2",
     "trainer.check_val_every_n_epoch=1",  # one validation per epoch (the default is every second)
     "trainer.max_time=null",
-    "scheduler.warmup_steps=1",
+    "scheduler.scheduler.warmup_steps=1",
     "trainer.enable_progress_bar=false",
 )
 SMALL = (*TINY, "data.num_workers=0")
@@ -78,7 +78,7 @@ def sweep_env(cache_dir: Path) -> dict[str, str]:
     Passing ``paths.cache_dir=/tmp/...`` as an override would put a path, slashes included, into every
     job folder's name.
     """
-    return {**os.environ, "PETLOC_CACHE": str(cache_dir), "NO_ALBUMENTATIONS_UPDATE": "1"}
+    return {**os.environ, "PETLOC_CACHE": str(cache_dir)}
 
 
 def petloc_train(cwd: Path, *overrides: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

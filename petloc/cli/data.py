@@ -19,12 +19,9 @@ before a run rather than at its start.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 from pathlib import Path
-
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from petloc.data.cache import build_decode_cache
 from petloc.data.convert import convert

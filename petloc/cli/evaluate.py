@@ -10,10 +10,6 @@ this run's Hydra folder): ``metrics.json``, ``per_image.csv``, ``iou_histogram.p
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-
 import json
 from pathlib import Path
 from typing import Any

@@ -1,6 +1,6 @@
 """``petloc-export ckpt_path=PATH [output=FILE.onnx]``: the inference graph as ONNX, checked.
 
-The exported graph is :class:`petloc.models.inference.InferenceModel`: a uint8 NHWC image batch (any
+The exported graph is :class:`petloc.models.deployed.InferenceModel`: a uint8 NHWC image batch (any
 batch size) in, ``box`` [B, 4] normalized xyxy and ``score`` [B] (+ ``class_prob`` [B, C]) out, with
 the ImageNet normalization inside, so a deployment only resizes images as
 :class:`petloc.data.images.ImageReader` does. The file is then run with onnxruntime on real images
@@ -12,10 +12,6 @@ cost as a ratio, in PyTorch and in onnxruntime.
 """
 
 from __future__ import annotations
-
-import os
-
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import dataclasses
 import json
@@ -39,7 +35,8 @@ from petloc.checkpoint import load_model
 from petloc.data.formats import read_dataset
 from petloc.data.images import IMAGE_ERRORS, ImageReader, list_images
 from petloc.data.records import DatasetError
-from petloc.models.inference import InferenceModel, InferenceOptions
+from petloc.models.deployed import InferenceModel
+from petloc.models.options import InferenceOptions
 
 log = logging.getLogger(__name__)
 

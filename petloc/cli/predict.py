@@ -14,10 +14,6 @@ class in a class-aware mode (else ``object``) and the score where the format has
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-
 import csv
 import logging
 from collections.abc import Iterator, Sequence

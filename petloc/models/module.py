@@ -20,8 +20,9 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from petloc.metrics import LocalizationMetrics
 from petloc.models.heads import HeadOutput
-from petloc.models.inference import InferenceOptions
+from petloc.models.options import InferenceOptions
 from petloc.models.refine import box_from_frame, crop_to_frame, refine_frame, rescale_box
+from petloc.models.schedulers import lr_scheduler_config
 from petloc.modes import Mode
 from petloc.viz import box_grid
 
@@ -32,9 +33,10 @@ class PetLocModule(L.LightningModule):
     """Single-object localization with an optional class branch, built from a run's config.
 
     ``config`` is the composed config of ``petloc-train`` (or one read back from a checkpoint): its
-    ``backbone``, ``head``, ``loss``, ``optimizer`` and ``scheduler`` nodes are instantiated (the head,
-    optimizer and scheduler as Hydra partials), ``mode`` becomes a :class:`~petloc.modes.Mode` and
-    ``inference`` the :class:`~petloc.models.inference.InferenceOptions`. ``class_names`` are the mode's
+    ``backbone``, ``head``, ``loss`` and ``optimizer`` nodes are instantiated (the head and optimizer
+    as Hydra partials), ``scheduler`` becomes Lightning's lr_scheduler dict when training starts
+    (:func:`petloc.models.schedulers.lr_scheduler_config`), ``mode`` a :class:`~petloc.modes.Mode` and
+    ``inference`` the :class:`~petloc.models.options.InferenceOptions`. ``class_names`` are the mode's
     classes (the datamodule's; none in box mode). The resolved config is what the checkpoint stores,
     so a checkpoint of any PetLocModule, trained by ``petloc-train`` or by a Trainer of one's own,
     rebuilds in eval, predict and export (:func:`petloc.checkpoint.load_model`).
@@ -58,9 +60,6 @@ class PetLocModule(L.LightningModule):
         # with torch.load(weights_only=True)): the class names, so predict names classes without the data.
         self.save_hyperparameters({"class_names": self.class_names}, logger=False)
         self.optimizer_factory: Callable[..., torch.optim.Optimizer] = instantiate(cfg.optimizer)
-        self.scheduler_factory: Callable[..., Any] | None = (
-            instantiate(cfg.scheduler) if cfg.get("scheduler") else None
-        )
         # ``backbone`` returns a list of feature maps and carries timm's ``feature_info`` and
         # ``pretrained_cfg``; the head is built for its channels.
         self.backbone: nn.Module = instantiate(cfg.backbone)
@@ -237,27 +236,10 @@ class PetLocModule(L.LightningModule):
             ]
         )
         optimizer.param_groups[0]["lr"] *= self.backbone_lr_scale
-        if self.scheduler_factory is None:
+        if not self.config.get("scheduler"):
             return optimizer
-        scheduler = self.scheduler_factory(optimizer=optimizer)
-        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            return {
-                "optimizer": optimizer,
-                # stepped only after the epochs that validate, the ones that have a val/iou to watch
-                "lr_scheduler": {
-                    "scheduler": scheduler,
-                    "name": "lr",
-                    "monitor": "val/iou",
-                    "interval": "epoch",
-                    "frequency": self.trainer.check_val_every_n_epoch or 1,
-                },
-            }
-        if isinstance(scheduler, BudgetCosineLR):
-            scheduler.bind(self.training_progress)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "lr"},
-        }
+        scheduler = lr_scheduler_config(self.config["scheduler"], optimizer, self.training_progress)
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     def training_progress(self) -> float:
         """Share of the training budget used, by steps or by wall-clock (``trainer.max_time``)."""
@@ -274,36 +256,3 @@ class PetLocModule(L.LightningModule):
             elapsed = timer.time_elapsed("train")
             shares.append(elapsed / max(elapsed + remaining, 1e-9))
         return min(max(shares, default=0.0), 1.0)
-
-
-class BudgetCosineLR(torch.optim.lr_scheduler.LambdaLR):
-    """Linear warm-up, then cosine decay over the training *budget*.
-
-    A 10-minute ``trainer.max_time`` run has no step count known in advance, so the decay follows
-    whichever budget is closer to exhaustion: steps (max_epochs/max_steps) or wall-clock time.
-    """
-
-    def __init__(self, optimizer: torch.optim.Optimizer, warmup_steps: int = 100, min_factor: float = 0.02):
-        self.warmup_steps = warmup_steps
-        self.min_factor = min_factor
-        self._progress: Callable[[], float] = lambda: 0.0
-        self._read_at: tuple[int, float] = (-1, 0.0)  # (step, progress) of the last budget reading
-        super().__init__(optimizer, self._factor)
-
-    def bind(self, progress: Callable[[], float]) -> None:
-        self._progress = progress
-
-    def _factor(self, step: int) -> float:
-        # the budget is read once per step: every parameter group gets the same factor, however
-        # much wall-clock time passes between their lambdas
-        if self._read_at[0] != step:
-            self._read_at = (step, self._progress())
-        warm = min(1.0, (step + 1) / max(1, self.warmup_steps))
-        cosine = 0.5 * (1 + math.cos(math.pi * self._read_at[1]))
-        return warm * (self.min_factor + (1 - self.min_factor) * cosine)
-
-    def state_dict(self) -> dict[str, Any]:
-        state = super().state_dict()
-        state.pop("_progress", None)
-        state.pop("_read_at", None)
-        return state

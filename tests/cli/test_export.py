@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from petloc import CONFIG_DIR
 from petloc.checkpoint import load_model
 from petloc.cli.export import OnnxMismatchError, check_onnx, load_check_images
-from petloc.models.inference import InferenceModel
+from petloc.models.deployed import InferenceModel
 from tests.helpers import (
     TrainedRun,  # the session's trained_run fixture (tests/conftest.py)
     run_export,

@@ -10,8 +10,9 @@ from torch import nn
 
 from petloc import CONFIG_DIR
 from petloc.models.backbone import BACKBONES
+from petloc.models.deployed import InferenceModel
 from petloc.models.fold import fold_batchnorm
-from petloc.models.inference import InferenceModel, InferenceOptions
+from petloc.models.options import InferenceOptions
 from tests.helpers import HEADS, SIZE, make_batch, make_module
 
 EXPORT = OmegaConf.load(CONFIG_DIR / "export.yaml")

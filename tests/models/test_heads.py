@@ -9,15 +9,10 @@ import torch
 from torch import Tensor, nn
 
 from petloc.losses import IoUBoxLoss, MSEBoxLoss
-from petloc.models.heads import CenterHead, ConvHead, DWSepHead, HeadOutput, PooledHead
+from petloc.models.heads import CenterHead, HeadOutput
+from tests.helpers import HEADS
 
 CHANNELS = [16, 32]
-HEADS: dict[str, type[nn.Module]] = {
-    "dwsep": DWSepHead,
-    "conv": ConvHead,
-    "pooled": PooledHead,
-    "center": CenterHead,
-}
 # (stride-16 grid, stride-32 grid): square, a single stride-32 cell, non-square with odd sides
 GRIDS = [((4, 4), (2, 2)), ((2, 2), (1, 1)), ((3, 5), (2, 3))]
 
@@ -221,7 +216,7 @@ def test_center_loss_splits_the_centre_mass_by_area_and_gives_cells_the_nearest_
     assert loss.item() == pytest.approx(sum(squared) / len(squared) + cross_entropy, rel=1e-5)
 
 
-@pytest.mark.parametrize("name", ["dwsep", "conv", "pooled"])
+@pytest.mark.parametrize("name", [name for name, head in HEADS.items() if not head.multi_object])
 def test_global_heads_are_trained_on_the_box_loss_alone(name: str) -> None:
     torch.manual_seed(0)
     head = HEADS[name](in_channels=CHANNELS).eval()

@@ -1,14 +1,13 @@
-"""PetLocModule: training signal, input normalization, class branch, logged metrics and the LR schedule.
+"""PetLocModule: training signal, input normalization, class branch, logged metrics and the share of
+the training budget used (what the LR schedule follows: tests/models/test_schedulers.py).
 
 The logged validation metrics are checked against ``torchvision.ops.box_iou`` run independently on
-the same predictions, and the schedule against the closed-form warm-up + cosine factor.
+the same predictions.
 """
 
 from __future__ import annotations
 
-import math
 from datetime import timedelta
-from pathlib import Path
 from types import SimpleNamespace
 
 import lightning as L
@@ -20,7 +19,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from torchvision.ops import box_area, box_iou
 
-from petloc.models.module import BudgetCosineLR, PetLocModule
+from petloc.models.module import PetLocModule
 from tests.helpers import HEADS, assert_training_unaffected, make_batch, make_module, make_samples
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -194,49 +193,6 @@ def test_best_iou_survives_a_checkpoint_round_trip() -> None:
     assert logged["val/iou_best"] == pytest.approx(best)
 
 
-def lr_after(scheduler: BudgetCosineLR) -> float:
-    return scheduler.optimizer.param_groups[0]["lr"]
-
-
-def test_budget_cosine_warms_up_then_follows_the_budget() -> None:
-    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=2.0)
-    scheduler = BudgetCosineLR(optimizer, warmup_steps=4, min_factor=0.1)
-    progress = {"share": 0.0}
-    scheduler.bind(lambda: progress["share"])
-
-    warmup = [lr_after(scheduler)]
-    for _ in range(4):
-        optimizer.step()
-        scheduler.step()
-        warmup.append(lr_after(scheduler))
-    # steps 0..3 ramp (step + 1) / 4, then full rate while no budget is used
-    assert warmup == pytest.approx([0.5, 1.0, 1.5, 2.0, 2.0])
-
-    # after warm-up: 2.0 * (0.1 + 0.9 * (1 + cos(pi * p)) / 2)
-    for share, factor in ((0.0, 1.0), (0.5, 0.1 + 0.9 * 0.5), (1.0, 0.1)):
-        progress["share"] = share
-        optimizer.step()
-        scheduler.step()
-        assert lr_after(scheduler) == pytest.approx(2.0 * factor), share
-
-
-def test_budget_cosine_state_survives_a_weights_only_checkpoint(tmp_path: Path) -> None:
-    """Lightning stores the scheduler's state_dict in the checkpoint, which must load with weights_only."""
-    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
-    scheduler = BudgetCosineLR(optimizer, warmup_steps=4)
-    scheduler.bind(lambda: 0.25)
-    for _ in range(3):
-        optimizer.step()
-        scheduler.step()
-    path = tmp_path / "sched.pt"
-    torch.save(scheduler.state_dict(), path)
-
-    restored = BudgetCosineLR(torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0), warmup_steps=4)
-    restored.load_state_dict(torch.load(path, weights_only=True))
-    assert restored.last_epoch == 3
-    assert math.isclose(restored.get_last_lr()[0], scheduler.get_last_lr()[0])
-
-
 def test_progress_is_the_share_of_the_closer_budget(monkeypatch: pytest.MonkeyPatch) -> None:
     """Steps and trainer.max_time's Timer (read through its public time_elapsed/time_remaining): the
     schedule follows whichever budget is used up more."""
@@ -290,18 +246,3 @@ def test_the_backbone_learns_at_its_share_of_the_rate(scale: float) -> None:
     assert {id(p) for p in backbone["params"]} == {id(p) for p in module.backbone.parameters()}
     assert len(backbone["params"]) + len(head["params"]) == len(list(module.parameters()))
     assert head["lr"] == pytest.approx(0.1) and backbone["lr"] == pytest.approx(0.1 * scale)
-
-
-def test_the_budget_schedule_gives_every_parameter_group_one_factor_per_step() -> None:
-    """The wall-clock budget is read once per step: a clock that moves between the groups' lambdas
-    (here, on every reading) still leaves the backbone and head groups in the same ratio."""
-    head, backbone = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
-    optimizer = torch.optim.SGD([{"params": [head], "lr": 0.02}, {"params": [backbone], "lr": 0.002}])
-    readings = iter(i / 100 for i in range(1000))
-    scheduler = BudgetCosineLR(optimizer, warmup_steps=5)
-    scheduler.bind(lambda: next(readings))
-    for _ in range(20):
-        optimizer.step()
-        scheduler.step()
-        lr_head, lr_backbone = (group["lr"] for group in optimizer.param_groups)
-        assert lr_backbone == pytest.approx(lr_head / 10, rel=1e-12)

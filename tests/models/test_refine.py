@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from petloc.models.heads import HeadOutput
-from petloc.models.inference import InferenceOptions
+from petloc.models.options import InferenceOptions
 from petloc.models.refine import box_from_frame, crop_to_frame, refine_frame
 from tests.helpers import HEADS, SIZE, assert_training_unaffected, make_batch, make_module
 

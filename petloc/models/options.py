@@ -1,28 +1,18 @@
-"""Inference time: the options validation, eval, predict and export run the network with, and the
-deployed graph.
+"""The inference options: what validation, eval, predict and export run on top of the network.
 
-- :class:`InferenceOptions` is the ``inference`` config node (``conf/inference/default.yaml``; the
-  apps' ``conf/inference/keep.yaml`` keeps a checkpoint's values). A new option is a field here, a key
-  in those two files and its use in :class:`petloc.models.module.PetLocModule`; nothing else passes
-  options along.
-- :class:`InferenceModel` is the graph predict runs and export writes as ONNX: uint8 NHWC images in,
-  normalized boxes, a confidence score and class probabilities out.
+:class:`InferenceOptions` is the ``inference`` config node (``conf/inference/default.yaml``; the
+apps' ``conf/inference/keep.yaml`` keeps a checkpoint's values). A new option is a field here, a key
+in those two files and its use in :meth:`petloc.models.module.PetLocModule.forward`; nothing else
+passes options along.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import torch
-from torch import Tensor, nn
-
-from petloc.models.fold import fold_batchnorm
 from petloc.models.refine import DEFAULT_MARGIN
-
-if TYPE_CHECKING:
-    from petloc.models.module import PetLocModule
 
 
 @dataclass(frozen=True)
@@ -72,30 +62,3 @@ class InferenceOptions:
         if unknown:
             raise ValueError(f"inference.{unknown[0]}: not an inference option; the options are {known}")
         return cls(**{key: node[key] for key in node})
-
-
-class InferenceModel(nn.Module):
-    """The deployed graph: uint8 NHWC images -> ``(box [B, 4], score [B])`` (+ ``class_prob [B, C]``).
-
-    Outputs are :meth:`PetLocModule.predict_boxes`'s, so predict and export return what evaluation
-    scores (to float rounding: the graph runs on a copy of ``module`` with its batch norms folded into
-    the convolutions, :mod:`petloc.models.fold`, a third less work per look on a CPU). ``options``
-    replaces the run's inference options (export times the single look this way).
-    """
-
-    def __init__(self, module: PetLocModule, options: InferenceOptions | None = None) -> None:
-        super().__init__()
-        self.options = options
-        side = module.config["image_size"]
-        example = torch.randint(0, 256, (2, side, side, 3), dtype=torch.uint8, device=module.device)
-        self.module = fold_batchnorm(module, example)
-        self.eval()
-
-    @property
-    def output_names(self) -> list[str]:
-        """Names of the outputs, in order (the ONNX graph's output names)."""
-        return ["box", "score"] + (["class_prob"] if self.module.classifier is not None else [])
-
-    def forward(self, images: Tensor) -> tuple[Tensor, ...]:
-        result = self.module.predict_boxes(images, self.options)
-        return tuple(result[name] for name in self.output_names)
