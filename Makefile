@@ -30,9 +30,11 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
+# ruff's rules and format, then import-linter's contracts (pyproject.toml: no import circle, the layers).
 lint: $(STAMP)
 	$(BIN)/ruff check petloc tests scripts
 	$(BIN)/ruff format --check petloc tests scripts
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) .cache outputs
