@@ -92,10 +92,12 @@ def test_paths_pil_images_and_arrays_give_the_same_boxes(trained_run: TrainedRun
     with Image.open(source) as im:
         im.convert("RGB").save(png)
         width, height = im.size
-    pixels = np.asarray(Image.open(png).convert("RGB"))
+    with Image.open(png) as opened:
+        pixels = np.asarray(opened.convert("RGB"))
     model = load_model(trained_run.best, device="cpu")
 
-    result = model.predict([png, str(png), Image.open(png), Image.fromarray(pixels), pixels])
+    with Image.open(png) as opened:
+        result = model.predict([png, str(png), opened, Image.fromarray(pixels), pixels])
 
     assert len(result) == 5
     for i in range(1, 5):

@@ -133,7 +133,8 @@ def test_a_jpeg_with_embedded_pictures_is_not_a_format_mismatch(tmp_path: Path) 
     frames[0].save(
         root / "images" / "Abyssinian_1.jpg", format="MPO", save_all=True, append_images=frames[1:]
     )
-    assert Image.open(root / "images" / "Abyssinian_1.jpg").format == "MPO"
+    with Image.open(root / "images" / "Abyssinian_1.jpg") as photo:
+        assert photo.format == "MPO"
     pets = read_oxford_pets(root)
     assert kinds(pets.report) == set()
     assert len(pets.records) == 2
