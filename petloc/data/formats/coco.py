@@ -38,7 +38,7 @@ from typing import Any
 
 from petloc.data.files import FileIndex, Link, local_name, place_image
 from petloc.data.files import image_id as to_image_id
-from petloc.data.formats import Format, Parsed, register
+from petloc.data.formats.registry import Format, Parsed, register
 from petloc.data.records import (
     Annotation,
     DataReport,

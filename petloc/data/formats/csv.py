@@ -39,7 +39,7 @@ from pathlib import Path
 
 from petloc.data.files import FileIndex, Link, clean_name, local_name, place_image
 from petloc.data.files import image_id as to_image_id
-from petloc.data.formats import Format, Parsed, register
+from petloc.data.formats.registry import Format, Parsed, register
 from petloc.data.records import (
     Annotation,
     DataReport,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from petloc.data.files import FileIndex
-from petloc.data.formats import Format, Parsed, register
+from petloc.data.formats.registry import Format, Parsed, register
 from petloc.data.formats.voc import XML_ERRORS, parse_voc, voc_annotation
 from petloc.data.images import IMAGE_SUFFIXES
 from petloc.data.records import Annotation, DataReport, probe_into

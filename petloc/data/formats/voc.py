@@ -25,7 +25,7 @@ import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
 
 from petloc.data.files import FileIndex, Link, place_image
-from petloc.data.formats import Format, Parsed, register
+from petloc.data.formats.registry import Format, Parsed, register
 from petloc.data.images import IMAGE_SUFFIXES
 from petloc.data.records import (
     Annotation,

@@ -43,7 +43,7 @@ from typing import Any
 from yaml import YAMLError, safe_load
 
 from petloc.data.files import FileIndex, Link, place_image
-from petloc.data.formats import Format, Parsed, register
+from petloc.data.formats.registry import Format, Parsed, register
 from petloc.data.images import IMAGE_SUFFIXES
 from petloc.data.records import (
     Annotation,
