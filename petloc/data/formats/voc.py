@@ -84,7 +84,8 @@ def voc_annotation(
 
 
 def _detect(root: Path) -> bool:
-    return any(root.glob("*.xml")) or any(root.glob("*/*.xml"))
+    index = FileIndex(root, DataReport(root))  # detection reports nothing
+    return any(index.files(folder, (".xml",)) for folder in [root, *index.subfolders(root)])
 
 
 def _given_split(root: Path) -> dict[str, str]:
