@@ -31,8 +31,8 @@ inside training steps (a ratio within the run, unlike the speeds).
     python scripts/benchmark.py --readers 100000
 
 instead times each dataset reader's parse (annotations only: no image is opened or decoded) on a
-generated set of that many images in every format, and prints ``reader_ips`` (images/s per format)
-and ``reader_s`` (seconds per format).
+generated set of that many images in every format (Oxford's included), and prints ``reader_ips``
+(images/s per format) and ``reader_s`` (seconds per format).
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ from petloc import CONFIG_DIR
 from petloc.data.datamodule import LocalizationDataModule
 from petloc.data.formats import FORMATS, writable
 from petloc.data.records import DataReport, Labelled
+from petloc.data.synthetic import SYNTHETIC_BREEDS, Head, write_annotations
 from petloc.models.deployed import InferenceModel
 from petloc.models.module import PetLocModule
 from petloc.models.options import InferenceOptions
@@ -334,9 +335,9 @@ def measure_fit(overrides: list[str], seconds: int) -> dict[str, Any]:
 
 
 def write_annotation_sets(n: int, root: Path) -> dict[str, Path]:
-    """``n`` images in every format petloc writes, under ``root``, by the formats' own writers;
-    annotations only: image files are empty (the readers list them but never open them) and every
-    image has one box of class ``a`` or ``b``."""
+    """``n`` images in every format petloc writes, under ``root``, by the formats' own writers, and in
+    the Oxford layout, which petloc reads only, by the synthetic set's writer; annotations only: image
+    files are empty (the readers list them but never open them) and every image has one box."""
     images = root / "images"
     images.mkdir(parents=True)
     labelled = []
@@ -348,6 +349,15 @@ def write_annotation_sets(n: int, root: Path) -> dict[str, Path]:
     folders = {fmt: root / fmt for fmt in writable()}
     for fmt, folder in folders.items():
         FORMATS[fmt].write(labelled, ["a", "b"], folder, "hardlink")  # type: ignore[misc]
+    folders["oxford"] = root / "oxford"
+    (folders["oxford"] / "images").mkdir(parents=True)
+    heads = []
+    for i in range(n):
+        breed = i % len(SYNTHETIC_BREEDS)
+        head = Head(f"{SYNTHETIC_BREEDS[breed][0]}_{i + 1}", breed, 320, 240, (11, 21, 240, 180))
+        os.link(images / f"img_{i:06d}.jpg", folders["oxford"] / "images" / f"{head.name}.jpg")
+        heads.append(head)
+    write_annotations(folders["oxford"], heads)
     return folders
 
 

@@ -100,9 +100,10 @@ class FileIndex:
         self.report = report
         self._listings: dict[str, Listing] = {}
 
-    def _rel(self, path: str) -> str:
+    def rel(self, path: str | Path) -> str:
+        """``path`` relative to ROOT with ``/`` separators; as given when outside ROOT."""
         rel = os.path.relpath(path, self.root)
-        return path if rel.startswith("..") else rel.replace(os.sep, "/")
+        return str(path) if rel.startswith("..") else rel.replace(os.sep, "/")
 
     def listing(self, folder: str | Path) -> Listing:
         """The entries of ``folder`` (an empty listing when it cannot be listed), sorted by name."""
@@ -123,7 +124,7 @@ class FileIndex:
             try:
                 entry.name.encode("utf-8")
             except UnicodeEncodeError:
-                rel = os.fsencode(self._rel(entry.path))
+                rel = os.fsencode(self.rel(entry.path))
                 self.report.add("bad_name", repr(rel), "not UTF-8: rename it to a UTF-8 name")
                 continue
             try:
@@ -131,7 +132,7 @@ class FileIndex:
                 if not is_dir and entry.is_symlink():
                     os.stat(entry.path)  # raises on a link that loops or points nowhere
             except OSError as exc:
-                self.report.add("bad_name", self._rel(entry.path), f"{exc.strerror or exc}")
+                self.report.add("bad_name", self.rel(entry.path), f"{exc.strerror or exc}")
                 continue
             if is_dir:
                 found.folders.append(entry.name)
@@ -176,7 +177,7 @@ class FileIndex:
         stack = [(os.path.normpath(folder if folder is not None else self.root), 0)]
         while stack:
             path, level = stack.pop()
-            rel = self._rel(path)
+            rel = self.rel(path)
             rel = "" if rel == "." else rel
             try:
                 st = os.stat(path)

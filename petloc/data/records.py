@@ -243,6 +243,12 @@ def split_from_name(name: str) -> str | None:
     return None
 
 
+def listed(names: Sequence[str], limit: int) -> str:
+    """The first ``limit`` names, comma-separated, and how many more there are: for a report's notes."""
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
 def _area(box: Box) -> float:
     return (box[2] - box[0]) * (box[3] - box[1])
 

@@ -23,6 +23,7 @@ import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,11 +37,13 @@ from petloc.data.formats import FORMATS, detect_format
 __all__ = [
     "SYNTHETIC_BREEDS",
     "SYNTHETIC_VERSION",
+    "Head",
     "SyntheticScene",
     "compose_scene",
     "generate_synthetic_pets",
     "image_rng",
     "synthesize",
+    "write_annotations",
 ]
 
 # Bump when the drawing changes: it is part of the cache marker, so old caches are regenerated.
@@ -495,17 +498,31 @@ def compose_scene(rng: np.random.Generator, breed_index: int) -> SyntheticScene:
     return SyntheticScene(breed_index, img, head, grain, truncated)
 
 
-def _xml(name: str, scene: SyntheticScene) -> str:
+@dataclass(frozen=True)
+class Head:
+    """One image of a set in the Oxford layout: its file stem (``<breed>_<number>``), its breed (an
+    index into :data:`SYNTHETIC_BREEDS`), size, and head box as VOC writes it (1-based inclusive
+    pixels; None: a test image, which has no XML)."""
+
+    name: str
+    breed_index: int
+    width: int
+    height: int
+    box: tuple[int, int, int, int] | None
+    truncated: bool = False  # the head reaches outside the image (VOC's <truncated>)
+
+
+def _xml(head: Head, box: tuple[int, int, int, int]) -> str:
     """PASCAL VOC annotation in the real dataset's exact layout (one line, no declaration)."""
-    xmin, ymin, xmax, ymax = scene.box()
-    species = _BREEDS[scene.breed_index].species
+    xmin, ymin, xmax, ymax = box
+    species = _BREEDS[head.breed_index].species
     return (
-        f"<annotation><folder>SYNTHPETS</folder><filename>{name}.jpg</filename>"
+        f"<annotation><folder>SYNTHPETS</folder><filename>{head.name}.jpg</filename>"
         "<source><database>petloc synthetic pets</database><annotation>petloc</annotation>"
         "<image>synthetic</image></source>"
-        f"<size><width>{scene.width}</width><height>{scene.height}</height><depth>3</depth></size>"
+        f"<size><width>{head.width}</width><height>{head.height}</height><depth>3</depth></size>"
         f"<segmented>0</segmented><object><name>{species}</name><pose>Frontal</pose>"
-        f"<truncated>{int(scene.truncated)}</truncated><occluded>0</occluded>"
+        f"<truncated>{int(head.truncated)}</truncated><occluded>0</occluded>"
         f"<bndbox><xmin>{xmin}</xmin><ymin>{ymin}</ymin><xmax>{xmax}</xmax><ymax>{ymax}</ymax></bndbox>"
         "<difficult>0</difficult></object></annotation>\n"
     )
@@ -562,16 +579,31 @@ def _check_replaceable(out: Path) -> None:
         )
 
 
+def write_annotations(folder: Path, heads: Sequence[Head]) -> None:
+    """``folder/annotations`` of a set in the Oxford layout, as the real dataset writes it: an XML per
+    boxed head in ``xmls/``, and ``list.txt``, ``trainval.txt`` (boxed) and ``test.txt`` (not boxed),
+    by breed, then in the given order. The images (``folder/images/<name>.jpg``) are the caller's."""
+    ann = folder / "annotations"
+    (ann / "xmls").mkdir(parents=True, exist_ok=True)
+    for head in heads:
+        if head.box is not None:
+            _write_text(ann / "xmls" / f"{head.name}.xml", _xml(head, head.box))
+    ids = _list_ids()
+    lines = [f"{h.name} {' '.join(map(str, ids[h.breed_index]))}\n" for h in heads]
+    order = sorted(range(len(heads)), key=lambda i: heads[i].breed_index)  # stable: the given order within
+    _write_text(ann / "list.txt", _list_header() + "".join(lines[i] for i in order))
+    _write_text(ann / "trainval.txt", "".join(lines[i] for i in order if heads[i].box is not None))
+    _write_text(ann / "test.txt", "".join(lines[i] for i in order if heads[i].box is None))
+
+
 def _write_set(folder: Path, n: int, seed: int, progress: bool) -> None:
     """Write the whole set into the empty ``folder``; the ``.complete`` marker is written last."""
-    images, xmls = folder / "images", folder / "annotations" / "xmls"
+    images = folder / "images"
     images.mkdir(parents=True)
-    xmls.mkdir(parents=True)
     k = len(_BREEDS)
     n_test = round(n * TEST_FRACTION)
     test = set(np.random.default_rng(seed).choice(n, size=n_test, replace=False).tolist())
-    ids = _list_ids()
-    lines: dict[int, str] = {}
+    heads = []
     for i in tqdm(range(n), desc="synthetic pets", unit="img", disable=not progress):
         breed = i % k
         name = f"{_BREEDS[breed].name}_{i // k + 1}"
@@ -581,15 +613,9 @@ def _write_set(folder: Path, n: int, seed: int, progress: bool) -> None:
         if not ok:
             raise RuntimeError(f"JPEG encoding failed for {name}")
         (images / f"{name}.jpg").write_bytes(jpg.tobytes())
-        if i not in test:
-            _write_text(xmls / f"{name}.xml", _xml(name, scene))
-        lines[i] = f"{name} {' '.join(map(str, ids[breed]))}\n"
-
-    order = sorted(range(n), key=lambda i: (i % k, i // k))  # by breed, then number, as the real lists
-    ann = folder / "annotations"
-    _write_text(ann / "list.txt", _list_header() + "".join(lines[i] for i in order))
-    _write_text(ann / "trainval.txt", "".join(lines[i] for i in order if i not in test))
-    _write_text(ann / "test.txt", "".join(lines[i] for i in order if i in test))
+        box = None if i in test else scene.box()
+        heads.append(Head(name, breed, scene.width, scene.height, box, scene.truncated))
+    write_annotations(folder, heads)
     _write_text(folder / _COMPLETE, _marker_text(n, seed))
 
 

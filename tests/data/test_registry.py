@@ -21,6 +21,7 @@ from petloc.data.formats import (
     detection_order,
     read_dataset,
     register,
+    registry,
     writable,
 )
 from petloc.data.records import Annotation, DataReport, DatasetError, Labelled, RawObject, class_name
@@ -86,11 +87,9 @@ def test_lists_of_formats_come_from_the_registry(tmp_path: Path, capsys: pytest.
 
 
 def test_register_replaces_a_format_of_the_same_name(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("petloc.data.formats.FORMATS", dict(FORMATS))
-    from petloc.data import formats
-
+    monkeypatch.setattr(registry, "FORMATS", dict(FORMATS))
     register(TSV_FORMAT)
-    assert formats.FORMATS["tsv"] is TSV_FORMAT
+    assert registry.FORMATS["tsv"] is TSV_FORMAT and "tsv" not in FORMATS
     assert detection_order()[0] is TSV_FORMAT  # priority 0 is tried first
 
 

@@ -8,35 +8,29 @@ Layout::
     ROOT/annotations/test.txt        images without boxes
     ROOT/annotations/xmls/*.xml      PASCAL VOC, 1-based inclusive pixel coordinates
 
-Two label sets: ``class`` (the 37 breeds, CLASS-ID order) and ``species`` (cat, dog). Every image's
-header is probed, boxed or not, so a misnamed or odd-mode file is reported wherever it sits. The
-original test split has no boxes, so the dataset brings no usable split: petloc makes its own.
-petloc reads this layout but does not write it (``petloc-data convert`` writes the others).
+Two label sets: ``class`` (the 37 breeds, CLASS-ID order, named by their images' stems) and
+``species`` (cat, dog). Every image's header is probed, boxed or not. The original test split has no
+boxes, so petloc makes its own split. Read only: its class names come from its file names.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from petloc.data.files import FileIndex
-from petloc.data.formats import Format, Parsed, register
+from petloc.data.formats.registry import Format, Parsed, register
 from petloc.data.formats.voc import XML_ERRORS, parse_voc, voc_annotation
 from petloc.data.images import IMAGE_SUFFIXES
 from petloc.data.records import Annotation, DataReport, probe_into
 
 SPECIES = ["cat", "dog"]  # list.txt's SPECIES 1 and 2
+LIST_LINE = "Image CLASS-ID SPECIES BREED-ID"
 
 
-@dataclass(frozen=True)
-class ListEntry:
-    breed: int  # 0-based: CLASS-ID - 1
-    species: int  # 0 cat, 1 dog
-
-
-def read_list(path: Path, report: DataReport) -> dict[str, ListEntry]:
-    """Parse list.txt-style lines, skipping '#' headers; malformed lines are reported, not fatal."""
-    entries: dict[str, ListEntry] = {}
+def read_list(path: Path, report: DataReport) -> dict[str, tuple[int, int]]:
+    """Image -> (breed, species), both 0-based, from list.txt-style lines after '#' headers;
+    malformed lines are reported."""
+    entries: dict[str, tuple[int, int]] = {}
     if not path.is_file():
         return entries
     text = path.read_bytes().decode("utf-8", errors="replace")
@@ -46,18 +40,13 @@ def read_list(path: Path, report: DataReport) -> dict[str, ListEntry]:
             continue
         parts = line.split()
         try:
-            name, class_id, species = parts[0], int(parts[1]), int(parts[2])
-            int(parts[3])
-            if len(parts) != 4 or class_id < 1 or species not in (1, 2):
-                raise ValueError
-        except (ValueError, IndexError):
-            report.add(
-                "malformed_entry",
-                f"{path.name}:{lineno}",
-                f"{line[:80]!r} is not 'Image CLASS-ID SPECIES BREED-ID'",
-            )
+            class_id, species, _ = map(int, parts[1:])
+        except ValueError:  # not numbers, or not three of them
+            class_id = species = 0
+        if class_id < 1 or species not in (1, 2):
+            report.add("malformed_entry", f"{path.name}:{lineno}", f"{line[:80]!r} is not {LIST_LINE!r}")
             continue
-        entries[name] = ListEntry(breed=class_id - 1, species=species - 1)
+        entries[parts[0]] = (class_id - 1, species - 1)
     return entries
 
 
@@ -80,15 +69,14 @@ def _detect(root: Path) -> bool:
 def read_oxford(root: Path, report: DataReport) -> Parsed:
     """The boxed images of an Oxford-layout folder with their breed and species (module doc)."""
     ann = root / "annotations"
-
     index = FileIndex(root, report)
     images = _by_stem(index.files(root / "images", IMAGE_SUFFIXES), report)
     xmls = _by_stem(index.files(ann / "xmls", (".xml",)), report)
-    listed = read_list(ann / "list.txt", report)
+    in_list = read_list(ann / "list.txt", report)
     trainval = read_list(ann / "trainval.txt", report)
     test = read_list(ann / "test.txt", report)
     report.n_images = len(images)
-    classes = {**listed, **test, **trainval}
+    classes = {**in_list, **test, **trainval}
 
     for stem in sorted(images.keys() - classes.keys()):
         report.add("not_in_list", images[stem].name)
@@ -103,8 +91,8 @@ def read_oxford(root: Path, report: DataReport) -> Parsed:
         report.add("missing_image", f"{stem}", f"listed in trainval.txt, no images/{stem}.jpg")
 
     breed_names: dict[int, str] = {}
-    for stem, entry in classes.items():
-        breed_names.setdefault(entry.breed, stem.rsplit("_", 1)[0])
+    for stem, (breed, _) in classes.items():
+        breed_names.setdefault(breed, stem.rsplit("_", 1)[0])
     names = [breed_names.get(i, f"class_{i + 1}") for i in range(max(breed_names, default=-1) + 1)]
 
     annotations: list[Annotation] = []
@@ -115,8 +103,8 @@ def read_oxford(root: Path, report: DataReport) -> Parsed:
         except XML_ERRORS as exc:
             report.add("bad_annotation", xml.name, str(exc)[:120])
             continue
-        entry = classes[stem]
-        labels = {"class": names[entry.breed], "species": SPECIES[entry.species]}
+        breed, species = classes[stem]
+        labels = {"class": names[breed], "species": SPECIES[species]}
         image = images.get(stem, root / "images" / f"{stem}.jpg")
         annotations.append(voc_annotation(voc, image, report, xml.name, labels=labels))
     annotated = {a.image for a in annotations}
@@ -126,8 +114,10 @@ def read_oxford(root: Path, report: DataReport) -> Parsed:
     return Parsed(annotations, {"class": names, "species": SPECIES}, _hint(root, images, xmls, classes))
 
 
-def _hint(root: Path, images: dict[str, Path], xmls: dict[str, Path], classes: dict[str, ListEntry]) -> str:
-    """Name the first missing piece, so an empty or mis-pointed folder gets a one-line diagnosis."""
+def _hint(
+    root: Path, images: dict[str, Path], xmls: dict[str, Path], classes: dict[str, tuple[int, int]]
+) -> str:
+    """The first missing piece: an empty or mis-pointed folder's one-line diagnosis."""
     layout = "expected images/*.jpg, annotations/xmls/*.xml and annotations/list.txt or trainval.txt"
     if not images:
         return f"no image files in {root / 'images'} ({layout})"
@@ -138,6 +128,5 @@ def _hint(root: Path, images: dict[str, Path], xmls: dict[str, Path], classes: d
     return "every boxed image was left out (see the report below)"
 
 
-# First: an Oxford folder is also VOC XMLs, and its list files make it the richer reading. Read only:
-# its class names come from its file names and its species from a fixed list.
+# First: an Oxford folder is also VOC XMLs, and its list files make it the richer reading.
 register(Format("oxford", read_oxford, _detect, priority=10, looks_for="Oxford-IIIT Pet lists"))

@@ -1,15 +1,10 @@
-"""PASCAL VOC folders: images and one XML per image, in any of the layouts found in the wild.
+"""PASCAL VOC folders: images and one XML per image, in any layout (side by side, ``images/`` +
+``annotations/``, VOC's own ``JPEGImages/`` + ``Annotations/`` + ``ImageSets/Main/{train,val,test}.txt``).
 
-- side by side: ``ROOT/x.jpg`` + ``ROOT/x.xml``;
-- two folders of any names (``images/`` + ``annotations/``, ``img/`` + ``xml/``, ...);
-- VOC itself: ``JPEGImages/`` + ``Annotations/`` + ``ImageSets/Main/{train,val,test}.txt``.
-
-Every XML under ROOT is an annotation; it is paired with the image its ``<filename>`` names, else
-with the image of its own stem (or of ``<filename>``'s stem). Coordinates follow
-:func:`~petloc.data.records.voc_pixels_to_edges` (integers: 1-based inclusive pixels; fractional:
-0-based edges, reported). Class = the object's ``<name>``; ``<difficult>`` objects are counted.
-``ImageSets/Main`` lists, where present, are the dataset's split. The writer writes the
-``images/`` + ``annotations/`` layout (boxes as :func:`~petloc.data.records.voc_pixels`), the split
+Every XML under ROOT is paired with the image its ``<filename>`` names, else with the image of its
+own stem (or of ``<filename>``'s stem). Coordinates follow
+:func:`~petloc.data.records.voc_pixels_to_edges`; class = the object's ``<name>``. ``ImageSets/Main``
+lists, where present, are the split. The writer writes ``images/`` + ``annotations/`` and the split
 as ``ImageSets/Main`` lists.
 """
 
@@ -25,7 +20,7 @@ import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
 
 from petloc.data.files import FileIndex, Link, place_image
-from petloc.data.formats import Format, Parsed, register
+from petloc.data.formats.registry import Format, Parsed, register
 from petloc.data.images import IMAGE_SUFFIXES
 from petloc.data.records import (
     Annotation,
@@ -42,8 +37,7 @@ XML_ERRORS = (ET.ParseError, DefusedXmlException, ValueError, OSError)
 
 @dataclass(frozen=True)
 class VocFile:
-    """One parsed XML: ``<filename>``, ``<size>`` ((0, 0) when absent) and the objects, whose boxes
-    are the XML's own pixel values (xmin, ymin, xmax, ymax)."""
+    """One parsed XML: ``<filename>``, ``<size>`` ((0, 0) when absent), the objects' own pixel values."""
 
     filename: str | None
     width: int
@@ -54,11 +48,8 @@ class VocFile:
 
 
 def parse_voc(path: Path) -> VocFile:
-    """Parse a VOC XML with defusedxml (entity bombs and external entities are refused).
-
-    Objects without ``<bndbox>`` are not objects here (some tools write points or polygons); a
-    missing coordinate is NaN, so the box is reported invalid rather than guessed.
-    """
+    """Parse a VOC XML with defusedxml (entity bombs and external entities are refused). An object
+    without ``<bndbox>`` (points, polygons) is none; a missing coordinate is NaN: an invalid box."""
     root = SafeET.parse(path).getroot()
     if root.tag != "annotation":
         raise ValueError(f"root element is <{root.tag}>, not <annotation>")
@@ -82,21 +73,19 @@ def voc_annotation(
     voc: VocFile, image: Path, report: DataReport, source: str, **fields: object
 ) -> Annotation:
     """The :class:`Annotation` of one parsed XML; fractional coordinates are reported."""
-    objects = []
-    fractional = False
-    for box, name, hard in zip(voc.boxes, voc.names, voc.difficult, strict=True):
-        edges, frac = voc_pixels_to_edges(box)
-        fractional |= frac
-        objects.append(RawObject(edges, name, hard))
-    if fractional:
+    edges = [voc_pixels_to_edges(box) for box in voc.boxes]
+    objects = [
+        RawObject(e, name, hard) for (e, _), name, hard in zip(edges, voc.names, voc.difficult, strict=True)
+    ]
+    if any(fractional for _, fractional in edges):
         report.add("float_coordinates", source)
     size = (voc.width, voc.height) if voc.width > 0 and voc.height > 0 else None
     return Annotation(image=image, source=source, objects=objects, size=size, **fields)  # type: ignore[arg-type]
 
 
 def _detect(root: Path) -> bool:
-    """XMLs in ROOT or one folder below (cheap on big folders)."""
-    return any(root.glob("*.xml")) or any(root.glob("*/*.xml"))
+    index = FileIndex(root, DataReport(root))  # detection reports nothing
+    return any(index.files(folder, (".xml",)) for folder in [root, *index.subfolders(root)])
 
 
 def _given_split(root: Path) -> dict[str, str]:
@@ -114,28 +103,27 @@ def _given_split(root: Path) -> dict[str, str]:
 
 def read_voc(root: Path, report: DataReport) -> Parsed:
     """Every XML under ``root`` paired with its image (see the module doc)."""
-    images: list[Path] = []
+    index = FileIndex(root, report)
     xmls: list[Path] = []
-    for _, listing in FileIndex(root, report).walk():
-        for name, path in listing.files.items():
-            if name.lower().endswith(IMAGE_SUFFIXES):
-                images.append(Path(path))
-            elif name.lower().endswith(".xml"):
-                xmls.append(Path(path))
     by_name: dict[str, Path] = {}
     by_stem: dict[str, Path] = {}
-    for image in images:
-        if image.stem in by_stem:
-            report.add("bad_name", str(image.relative_to(root)), f"same stem as {by_stem[image.stem].name}")
-            continue
-        by_name[image.name] = image
-        by_stem[image.stem] = image
+    for _, listing in index.walk():
+        for name, path in listing.files.items():
+            image = Path(path)
+            if name.lower().endswith(".xml"):
+                xmls.append(image)
+            elif not name.lower().endswith(IMAGE_SUFFIXES):
+                continue
+            elif image.stem in by_stem:
+                report.add("bad_name", index.rel(path), f"same stem as {by_stem[image.stem].name}")
+            else:
+                by_name[name] = by_stem[image.stem] = image
     report.n_images = len(by_stem)
     split = _given_split(root)
     annotations: list[Annotation] = []
     paired: set[Path] = set()
     for xml in xmls:
-        source = str(xml.relative_to(root))
+        source = index.rel(xml)
         try:
             voc = parse_voc(xml)
         except XML_ERRORS as exc:
@@ -152,7 +140,7 @@ def read_voc(root: Path, report: DataReport) -> Parsed:
         annotations.append(voc_annotation(voc, image, report, source, split=split.get(image.stem)))
     for stem, image in sorted(by_stem.items()):
         if image not in paired:
-            report.add("missing_annotation", str(image.relative_to(root)), f"no XML for {stem}")
+            report.add("missing_annotation", index.rel(image), f"no XML for {stem}")
     if split:
         report.notes.append(f"split given by {root / 'ImageSets' / 'Main'}")
     return Parsed(annotations)

@@ -1,32 +1,17 @@
-"""YOLO txt labels: one ``class cx cy w h`` line per object, normalized to the image, in either layout.
+"""YOLO txt labels: one ``class cx cy w h`` line per object, fractions of the image's size.
 
-- two mirrored trees (Ultralytics): ``images/train/x.jpg`` + ``labels/train/x.txt``, or the
-  Roboflow export ``train/images/x.jpg`` + ``train/labels/x.txt``. The rule is Ultralytics' own: the
-  label file's path is the image's with its *last* ``images`` folder replaced by ``labels`` and its
-  suffix by ``.txt``;
-- side by side: ``x.jpg`` + ``x.txt`` in one folder (what LabelImg and many converters write), used
-  for an image whose path has no ``images`` folder, or whose mirrored label file is missing while
-  one sits beside it.
+An image's label file is its path with the last ``images`` folder replaced by ``labels`` and the
+suffix by ``.txt`` (Ultralytics' rule: ``images/train/x.jpg`` + ``labels/train/x.txt``, Roboflow's
+``train/images`` + ``train/labels``), else ``x.txt`` beside ``x.jpg``. A polygon line (an odd count of
+at least 7 numbers) is read as its bounding box, a pose line (the yaml has ``kpt_shape``) as its first
+five numbers; any other count is a malformed entry. A value outside [0, 1] is not what YOLO writes,
+so its line is an invalid box, not clipped. An image without a label file (a "background" image) or
+with an empty one has no object.
 
-A line is ``class cx cy w h``, all but the class fractions of the image's width and height; the box
-is the continuous ``(cx - w/2, cy - h/2, cx + w/2, cy + h/2)``. A segmentation line (``class x1 y1 x2
-y2 x3 y3 ...``: an odd count of at least 7 numbers) is read as its polygon's bounding box, and with a
-``kpt_shape`` in the dataset yaml a pose line is read as the box its first five numbers give
-(keypoints ignored). Any other count (a detector's output with a confidence column, a truncated line)
-is a malformed entry, never guessed. Values outside [0, 1] mean the line is not what YOLO writes (a
-pixel box, a wrong converter), so the line is reported and dropped rather than clipped; a box whose
-*corners* reach out of an in-range centre and size is clipped by
-:func:`~petloc.data.records.assemble`.
-
-An image without a label file (YOLO's "background" image) or with an empty one has no object. Class
-names come from the dataset yaml's ``names:`` (a list or ``{index: name}``; ``data.yaml``,
+Class names come from the dataset yaml's ``names:`` (a list or ``{index: name}``; ``data.yaml``,
 ``dataset.yaml``, any ``*.yaml`` in ROOT with ``names``, or the ``yaml`` option), else from a
-``classes.txt`` (one name per line), else are the class indices themselves (``"0"``, ``"1"``, ...).
-A folder named ``train``, ``val``/``valid``/``validation`` or ``test`` (optionally with digits, as
-in ``train2017``) in an image's path gives its split.
-
-ROOT is listed once, folder by folder (100,000 label files read in seconds); hidden files and folders
-(``.cache``, macOS ``._x.jpg``) are skipped.
+``classes.txt``, else are the class indices. A ``train``/``val``/``test`` folder in an image's path
+(:func:`~petloc.data.records.split_from_name`) gives its split.
 """
 
 from __future__ import annotations
@@ -43,7 +28,7 @@ from typing import Any
 from yaml import YAMLError, safe_load
 
 from petloc.data.files import FileIndex, Link, place_image
-from petloc.data.formats import Format, Parsed, register
+from petloc.data.formats.registry import Format, Parsed, register
 from petloc.data.images import IMAGE_SUFFIXES
 from petloc.data.records import (
     Annotation,
@@ -54,12 +39,12 @@ from petloc.data.records import (
     RawObject,
     class_list,
     class_name,
+    listed,
     split_from_name,
 )
 
 LINE_FORMAT = "expected 'class cx cy w h' (or a polygon 'class x1 y1 x2 y2 x3 y3 ...')"
 YAML_NAMES = ("data.yaml", "dataset.yaml")
-_MAX_LISTED_SPLIT_FOLDERS = 8
 # The largest class index accepted where it sets the class count (a names dict, or no names at all):
 # one garbage line or key must not make a list of a billion names.
 MAX_CLASSES = 100_000
@@ -67,7 +52,7 @@ MAX_CLASSES = 100_000
 
 @dataclass
 class _Tree:
-    """What one listing of ROOT found; paths are relative to ROOT, with forward slashes."""
+    """What one walk of ROOT found; paths are relative to ROOT, with ``/``."""
 
     images: list[tuple[str, str]] = field(default_factory=list)  # (folder, file name)
     labels: dict[str, str] = field(default_factory=dict)  # "folder/stem" -> path of the .txt
@@ -77,28 +62,25 @@ class _Tree:
 
 
 def _scan(root: Path, report: DataReport) -> _Tree:
-    """Sort the files under ROOT (listed through the file index) into images, labels and class files."""
     tree = _Tree()
     for rel, listing in FileIndex(root, report).walk():
-        for name in listing.folders:
-            if name.lower().endswith(".txt"):
-                tree.txt_folders.add(f"{rel}/{name[:-4]}" if rel else name[:-4])
+        prefix = f"{rel}/" if rel else ""
+        tree.txt_folders.update(prefix + n[:-4] for n in listing.folders if n.lower().endswith(".txt"))
         for name in listing.files:
-            relname = f"{rel}/{name}" if rel else name
             lower = name.lower()
             if lower.endswith(IMAGE_SUFFIXES):
                 tree.images.append((rel, name))
             elif lower == "classes.txt":
-                tree.classes_txt.append(relname)
+                tree.classes_txt.append(prefix + name)
             elif lower.endswith(".txt"):
-                tree.labels.setdefault(relname[:-4], relname)
+                tree.labels.setdefault(prefix + name[:-4], prefix + name)
             elif not rel and lower.endswith((".yaml", ".yml")):
                 tree.yamls.append(name)
     return tree
 
 
 def _swap_last(parts: list[str], old: str, new: str) -> list[str] | None:
-    """``parts`` with its last ``old`` component replaced by ``new``; None when there is none."""
+    """``parts`` with its last ``old`` replaced by ``new``; None when there is none."""
     for i in range(len(parts) - 1, -1, -1):
         if parts[i] == old:
             return [*parts[:i], new, *parts[i + 1 :]]
@@ -106,41 +88,11 @@ def _swap_last(parts: list[str], old: str, new: str) -> list[str] | None:
 
 
 def _split_of(parts: list[str]) -> tuple[str, str] | None:
-    """(split, the folder path that gave it) from the outermost split-named folder of an image's path."""
+    """(split, the folder that gives it) from the outermost split-named folder of an image's path."""
     for i, part in enumerate(parts):
-        split = split_from_name(part)
-        if split is not None:
+        if (split := split_from_name(part)) is not None:
             return split, "/".join(parts[: i + 1])
     return None
-
-
-def _names_from(data: Any) -> list[str]:
-    """The class list of a yaml's ``names:`` (a list, or a dict {index: name} whose gaps are named by
-    their index); ValueError says what is wrong."""
-    if isinstance(data, (list, tuple)):
-        return [str(i) if n is None else str(n) for i, n in enumerate(data)]
-    if isinstance(data, dict):
-        by_index: dict[int, str] = {}
-        for key, name in data.items():
-            if isinstance(key, bool) or not (
-                isinstance(key, int) or (isinstance(key, str) and key.isdigit())
-            ):
-                raise ValueError(f"names key {key!r} is not a class index (0, 1, ...)")
-            if int(key) >= MAX_CLASSES:
-                raise ValueError(
-                    f"names key {key} is not a plausible class index (at most {MAX_CLASSES - 1})"
-                )
-            by_index[int(key)] = str(name)
-        return [by_index.get(i, str(i)) for i in range(max(by_index, default=-1) + 1)]
-    raise ValueError(f"names is a {type(data).__name__}, not a list or {{index: name}}")
-
-
-def _load_yaml(path: Path) -> Any:
-    """A yaml file's content with ``yaml.safe_load`` (no arbitrary objects); ValueError on any failure."""
-    try:
-        return safe_load(path.read_bytes().decode("utf-8-sig"))
-    except (OSError, UnicodeDecodeError, YAMLError, RecursionError) as exc:
-        raise ValueError(str(exc).replace("\n", " ")[:160]) from exc
 
 
 @dataclass
@@ -150,53 +102,63 @@ class _Names:
     kpt_values: int | None = None  # numbers per pose line (5 + keypoints) when the yaml has kpt_shape
 
 
+def _names_from(data: Any) -> list[str]:
+    """The class list of a ``names:`` (a list, or {index: name} whose gaps are named by their index)."""
+    if isinstance(data, (list, tuple)):
+        return [str(i) if n is None else str(n) for i, n in enumerate(data)]
+    if not isinstance(data, dict):
+        raise ValueError(f"names is a {type(data).__name__}, not a list or {{index: name}}")
+    by_index: dict[int, str] = {}
+    for key, name in data.items():
+        if isinstance(key, bool) or not (isinstance(key, int) or (isinstance(key, str) and key.isdigit())):
+            raise ValueError(f"names key {key!r} is not a class index (0, 1, ...)")
+        if int(key) >= MAX_CLASSES:
+            raise ValueError(f"names key {key} is not a plausible class index (at most {MAX_CLASSES - 1})")
+        by_index[int(key)] = str(name)
+    return [by_index.get(i, str(i)) for i in range(max(by_index, default=-1) + 1)]
+
+
 def _yaml_names(path: Path, label: str) -> _Names:
-    """Names (and pose line length) from one dataset yaml; ValueError when it has no usable ``names``."""
-    data = _load_yaml(path)
+    """Names (and pose line length) from a dataset yaml (``safe_load``); ValueError says what is wrong."""
+    try:
+        data = safe_load(path.read_bytes().decode("utf-8-sig"))
+    except (OSError, UnicodeDecodeError, YAMLError, RecursionError) as exc:
+        raise ValueError(str(exc).replace("\n", " ")[:160]) from exc
     if not isinstance(data, dict) or "names" not in data:
         raise ValueError("no 'names:' key")
-    names = _names_from(data["names"])
     kpt = data.get("kpt_shape")
-    kpt_values = None
-    if isinstance(kpt, (list, tuple)) and len(kpt) == 2 and all(isinstance(v, int) and v > 0 for v in kpt):
-        kpt_values = 5 + kpt[0] * kpt[1]
-    return _Names(names, label, kpt_values)
+    pose = isinstance(kpt, (list, tuple)) and len(kpt) == 2 and all(isinstance(v, int) and v > 0 for v in kpt)
+    return _Names(_names_from(data["names"]), label, 5 + kpt[0] * kpt[1] if pose else None)
 
 
 def _find_names(root: Path, tree: _Tree, report: DataReport, option: str | None) -> _Names:
     """Class names by precedence: the ``yaml`` option, a dataset yaml in ROOT, classes.txt, none."""
     if option is not None:
-        path = root / option
-        if not path.is_file():
+        if not (root / option).is_file():
             raise DatasetError(
-                f"data.options.yaml={option!r}: no file {path} (give a path relative to {root})"
+                f"data.options.yaml={option!r}: no file {root / option} (give a path relative to {root})"
             )
         try:
-            return _yaml_names(path, option)
+            return _yaml_names(root / option, option)
         except ValueError as exc:
             raise DatasetError(
                 f"data.options.yaml={option!r}: {exc}; "
                 "it needs 'names: [a, b, ...]' or 'names: {0: a, 1: b}'"
             ) from exc
-    candidates = [n for n in YAML_NAMES if n in tree.yamls] + [n for n in tree.yamls if n not in YAML_NAMES]
-    for name in candidates:
+    for name in sorted(tree.yamls, key=lambda n: n not in YAML_NAMES):  # data.yaml, dataset.yaml first
         try:
             return _yaml_names(root / name, name)
         except ValueError as exc:
             if name in YAML_NAMES or str(exc) != "no 'names:' key":
                 report.add("bad_annotation", name, f"{exc}: not used for class names")
-    if tree.classes_txt:
-        # The shallowest one: ROOT's own, else the one beside the labels (LabelImg writes it there).
+    if tree.classes_txt:  # the shallowest: ROOT's own, else the one beside the labels (LabelImg's)
         path = min(tree.classes_txt, key=lambda p: (p.count("/"), p))
         try:
-            text = (root / path).read_bytes().decode("utf-8-sig")
+            lines = (root / path).read_bytes().decode("utf-8-sig").rstrip().splitlines()
         except (OSError, UnicodeDecodeError) as exc:
             report.add("bad_annotation", path, f"{str(exc)[:120]}: not used for class names")
         else:
-            lines = [line.strip() for line in text.splitlines()]
-            while lines and not lines[-1]:
-                lines.pop()
-            return _Names([n or str(i) for i, n in enumerate(lines)], path)
+            return _Names([n.strip() or str(i) for i, n in enumerate(lines)], path)
     return _Names(None)
 
 
@@ -213,31 +175,27 @@ def _unique(names: list[str], report: DataReport) -> list[str]:
     return out
 
 
-def _parse_line(values: list[float], kpt_values: int | None) -> Box | str:
-    """The box (x0, y0, x1, y1) of a line's numbers after the class, else why it is not usable:
-    "invalid:" prefixes an invalid box, anything else says why the line is malformed."""
+def _box(values: list[float], kpt_values: int | None) -> Box | str | None:
+    """The box of a line's numbers after the class, else why it is invalid; None: no YOLO line."""
     n = len(values)
     if n == 4 or (kpt_values is not None and n == kpt_values - 1):
         cx, cy, w, h = values[:4]
-        if not all(0.0 <= v <= 1.0 for v in (cx, cy, w, h)) or w <= 0 or h <= 0:
-            return "invalid:cx cy w h must lie in [0, 1] with w, h > 0 (fractions of the image size)"
-        return (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
-    if n >= 6 and n % 2 == 0:
-        xs, ys = values[0::2], values[1::2]
-        if not all(0.0 <= v <= 1.0 for v in values):
-            return "invalid:polygon points must lie in [0, 1] (fractions of the image size)"
-        box = (min(xs), min(ys), max(xs), max(ys))
-        if box[2] <= box[0] or box[3] <= box[1]:
-            return "invalid:polygon has no area"
-        return box
-    return f"{n + 1} numbers"
+        if all(0.0 <= v <= 1.0 for v in (cx, cy, w, h)) and w > 0 and h > 0:
+            return (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
+        return "cx cy w h must lie in [0, 1] with w, h > 0 (fractions of the image size)"
+    if n < 6 or n % 2:
+        return None
+    if not all(0.0 <= v <= 1.0 for v in values):
+        return "polygon points must lie in [0, 1] (fractions of the image size)"
+    box = (min(values[0::2]), min(values[1::2]), max(values[0::2]), max(values[1::2]))
+    return box if box[2] > box[0] and box[3] > box[1] else "polygon has no area"
 
 
 def _read_label(
     path: str, source: str, report: DataReport, n_names: int | None, kpt_values: int | None
 ) -> list[tuple[int, Box]] | None:
-    """(class, box) of every good line of one label file; None when the file cannot be read or no
-    line of it is usable (each bad line is reported with file:line)."""
+    """(class, box) of every good line of one label file (each bad line is reported with file:line);
+    None when the file cannot be read or no line of it is usable."""
     try:
         with open(path, "rb") as f:
             text = f.read().decode("utf-8-sig")
@@ -249,60 +207,48 @@ def _read_label(
         return None
     objects = []
     n_lines = 0
+    limit = MAX_CLASSES if n_names is None else n_names
+    unknown = f"not among the {n_names} class names" if n_names is not None else "no plausible class index"
+    unknown += f" (at most {MAX_CLASSES - 1})" if n_names is None else ""
     # Line numbers as an editor counts them: str.splitlines would also split at form feeds and others.
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    for lineno, raw in enumerate(lines, start=1):
-        tokens = raw.split()
-        if not tokens:
+    for lineno, raw in enumerate(re.split(r"\r\n?|\n", text), start=1):
+        if not (tokens := raw.split()):
             continue
         n_lines += 1
-        where = f"{source}:{lineno}"
-        shown = raw.strip()[:80]
+        where, shown = f"{source}:{lineno}", repr(raw.strip()[:80])
         try:
-            numbers = [float(t) for t in tokens]
+            cls, *values = (float(t) for t in tokens)
         except ValueError:
-            report.add("malformed_entry", where, f"{shown!r} is not numbers: {LINE_FORMAT}")
+            report.add("malformed_entry", where, f"{shown} is not numbers: {LINE_FORMAT}")
             continue
-        cls = numbers[0]
+        box = _box(values, kpt_values)
         if not cls.is_integer() or cls < 0:
             report.add(
-                "malformed_entry", where, f"{shown!r}: class {tokens[0]!r} is no class index: {LINE_FORMAT}"
+                "malformed_entry", where, f"{shown}: class {tokens[0]!r} is no class index: {LINE_FORMAT}"
             )
-            continue
-        if cls >= (n_names if n_names is not None else MAX_CLASSES):
-            known = (
-                f"not among the {n_names} class names"
-                if n_names is not None
-                else f"no plausible class index (at most {MAX_CLASSES - 1})"
-            )
-            report.add("malformed_entry", where, f"{shown!r}: class {tokens[0]} is {known}")
-            continue
-        parsed = _parse_line(numbers[1:], kpt_values)
-        if isinstance(parsed, str):
-            if parsed.startswith("invalid:"):
-                report.add("invalid_box", where, f"{shown!r}: {parsed[8:]}")
-            else:
-                report.add("malformed_entry", where, f"{shown!r} has {parsed}: {LINE_FORMAT}")
-            continue
-        objects.append((int(cls), parsed))
-    if n_lines and not objects:
-        return None  # every line is reported already: the image is no second "no object"
-    return objects
+        elif cls >= limit:
+            report.add("malformed_entry", where, f"{shown}: class {tokens[0]} is {unknown}")
+        elif box is None:
+            report.add("malformed_entry", where, f"{shown} has {len(tokens)} numbers: {LINE_FORMAT}")
+        elif isinstance(box, str):
+            report.add("invalid_box", where, f"{shown}: {box}")
+        else:
+            objects.append((int(cls), box))
+    return objects if objects or not n_lines else None  # all lines reported: no second "no object"
 
 
 def _detect(root: Path) -> bool:
-    """A ``labels/`` folder holding .txt files (within two folders of it) in ROOT or one folder
-    below, a ROOT yaml with a ``names:`` line, or a ``classes.txt`` beside other .txt files (ROOT or
-    one folder below)."""
+    """``labels/`` holding .txt files (two folders deep at most) in ROOT or one folder below, a ROOT
+    yaml with a ``names:`` line, or a ``classes.txt`` beside other .txt files."""
     index = FileIndex(root, DataReport(root))  # detection reports nothing
     top = [root, *index.subfolders(root)]
-    for folder in top:
-        if any(
-            n.lower().endswith(".txt")
-            for _, listing in index.walk(folder / "labels", 2)
-            for n in listing.files
-        ):
-            return True
+    if any(
+        n.lower().endswith(".txt")
+        for folder in top
+        for _, ls in index.walk(folder / "labels", 2)
+        for n in ls.files
+    ):
+        return True
     for path in index.files(root, (".yaml", ".yml")):
         try:
             with open(path, "rb") as f:
@@ -319,12 +265,9 @@ def _detect(root: Path) -> bool:
 
 
 def read_yolo(root: Path, report: DataReport, yaml: str | None = None) -> Parsed:
-    """Every image under ``root`` with its label file's objects (see the module doc).
-
-    ``yaml``: the dataset yaml with ``names:``, relative to ``root``, when it is not found by name.
-    """
-    tree = _scan(root, report)
-    root_str = str(root)
+    """Every image under ``root`` with its label file's objects; ``yaml``: the dataset yaml with
+    ``names:`` (relative to ``root``) when it is not found by name."""
+    tree, root_str = _scan(root, report), str(root)
     found = _find_names(root, tree, report, yaml)
     n_names = None if found.names is None else len(found.names)
     if found.kpt_values is not None:
@@ -340,8 +283,7 @@ def read_yolo(root: Path, report: DataReport, yaml: str | None = None) -> Parsed
     for folder, name in tree.images:
         parts = folder.split("/") if folder else []
         stem = os.path.splitext(name)[0]
-        image_id = f"{folder}/{stem}" if folder else stem
-        rel = f"{image_id}{os.path.splitext(name)[1]}"
+        image_id, rel = (f"{folder}/{stem}", f"{folder}/{name}") if folder else (stem, name)
         if image_id in ids:
             report.add(
                 "bad_name", rel, f"same stem as {ids[image_id]}, which is used (one label file for both)"
@@ -352,30 +294,26 @@ def read_yolo(root: Path, report: DataReport, yaml: str | None = None) -> Parsed
         label_key = image_id if label_parts is None else "/".join([*label_parts, stem])
         if label_key not in tree.labels and image_id in tree.labels:
             label_key = image_id  # x.txt beside x.jpg inside an images/ tree: clearly its label
-        found_split = _split_of(parts)
-        split = None if found_split is None else found_split[0]
-        if found_split is None:
+        claimed.add(label_key)
+        split, split_folder = _split_of(parts) or (None, None)
+        if split_folder is None:
             n_unsplit += 1
         else:
-            split_folders[found_split[1], found_split[0]] += 1
-        claimed.add(label_key)
-        image = root / rel
-        source = tree.labels.get(label_key)
-        if source is None:
+            split_folders[split_folder, split] += 1
+        if (source := tree.labels.get(label_key)) is None:
             if label_key in tree.txt_folders:
                 report.add("bad_annotation", f"{label_key}.txt", "is a folder, not a label file")
                 continue
             n_background += 1
-            parsed.append((image, f"{rel} (no label file {label_key}.txt)", image_id, split, []))
-            continue
-        objects = _read_label(os.path.join(root_str, source), source, report, n_names, found.kpt_values)
-        if objects is not None:
-            parsed.append((image, source, image_id, split, objects))
+            parsed.append((root / rel, f"{rel} (no label file {label_key}.txt)", image_id, split, []))
+        else:
+            objects = _read_label(os.path.join(root_str, source), source, report, n_names, found.kpt_values)
+            if objects is not None:
+                parsed.append((root / rel, source, image_id, split, objects))
     report.n_images = len(ids)
 
     for key, source in sorted(tree.labels.items()):
-        parts = key.split("/")[:-1]
-        image_parts = _swap_last(parts, "labels", "images")
+        image_parts = _swap_last(key.split("/")[:-1], "labels", "images")
         if key not in claimed and image_parts is not None:
             images = "/".join(image_parts) or "."
             report.add("missing_image", source, f"no image {key.rsplit('/', 1)[-1]}.* in {images}")
@@ -390,33 +328,25 @@ def read_yolo(root: Path, report: DataReport, yaml: str | None = None) -> Parsed
         names = _unique(found.names, report)
         report.notes.append(f"class names from {found.source} ({len(names)})")
     if split_folders:
-        listed = [f"{f} ({s}, {n})" for (f, s), n in sorted(split_folders.items())]
-        more = len(listed) - _MAX_LISTED_SPLIT_FOLDERS
-        shown = ", ".join(listed[:_MAX_LISTED_SPLIT_FOLDERS]) + (f" and {more} more" if more > 0 else "")
+        shown = listed([f"{f} ({s}, {n})" for (f, s), n in sorted(split_folders.items())], 8)
         report.notes.append(f"split given by the folders {shown}")
         if n_unsplit:
             report.notes.append(f"{n_unsplit} images are in no train/val/test folder: no split")
     if n_background:
         report.notes.append(f"{n_background} images have no label file (YOLO background images)")
-
     annotations = [
         Annotation(
-            image=image,
-            source=source,
-            objects=[RawObject(box, names[c]) for c, box in objects],
-            normalized=True,
-            split=split,
-            image_id=image_id,
+            image, source, [RawObject(box, names[c]) for c, box in objects], None, True, split, image_id=i
         )
-        for image, source, image_id, split, objects in parsed
+        for image, source, i, split, objects in parsed
     ]
     return Parsed(annotations, {"class": names})
 
 
 def write_yolo(images: Sequence[Labelled], classes: Sequence[str], out: Path, link: Link) -> None:
     """``images/[<split>/]`` + ``labels/[<split>/]`` (``class cx cy w h``, a line per object) +
-    ``data.yaml`` with the names and each split's image folder. A score has no place in a label
-    file that YOLO tools train on (a sixth number is a detector's output): it is not written."""
+    ``data.yaml`` with the names and each split's image folder. A score is not written: a sixth
+    number is a detector's output, not a label YOLO tools train on."""
     names = class_list(images, classes)
     folders: dict[str, str] = {}
     for im in images:
