@@ -1,4 +1,6 @@
-"""Every option of every config group composes and instantiates; bad values fail naming key and options.
+"""conf/ as a whole: every option of every config group composes and instantiates, the presets set
+what they promise, and an unknown option fails naming the available ones. (petloc.config's checks of
+a composed config: tests/test_config.py.)
 
 Groups and options are listed from conf/ at collection time, so a new yaml file is covered without
 touching this file.
@@ -22,12 +24,11 @@ from optuna.distributions import CategoricalDistribution, LogUniformDistribution
 from optuna.samplers import TPESampler
 
 from petloc import CONFIG_DIR
-from petloc.config import ConfigError, validate_config, validate_training_config
+from petloc.config import validate_training_config
 from petloc.data.augment import AugmentConfig, colour_transform
 from petloc.data.datamodule import LocalizationDataModule
 from petloc.models.backbone import create_backbone, pretrained_alphas
 from petloc.models.schedulers import lr_scheduler_config
-from petloc.modes import Mode, mode_names
 from petloc.train import build_trainer
 
 # `hydra` configures Hydra itself (run folders), not the run: it has no alternatives to choose from
@@ -127,59 +128,6 @@ def test_presets_ask_for_published_weights(make_cfg: Callable[..., DictConfig]) 
             assert cfg.backbone.alpha in pretrained_alphas(cfg.backbone.name), option
 
 
-@pytest.mark.parametrize("alpha", ["0", "-0.5"])
-def test_validate_rejects_non_positive_alpha(alpha: str, make_cfg: Callable[..., DictConfig]) -> None:
-    with pytest.raises(ConfigError, match=r"alpha=.*> 0"):
-        validate_config(make_cfg(f"alpha={alpha}"))
-
-
-@pytest.mark.parametrize("size", ["100", "16", "0"])
-def test_validate_rejects_image_size_not_a_multiple_of_32(
-    size: str, make_cfg: Callable[..., DictConfig]
-) -> None:
-    with pytest.raises(ConfigError, match=rf"image_size={size}.*multiple of 32"):
-        validate_config(make_cfg(f"image_size={size}"))
-
-
-@pytest.mark.parametrize("margin", ["0.5", "0", "-1"])
-def test_validate_rejects_a_refine_margin_below_one(margin: str, make_cfg: Callable[..., DictConfig]) -> None:
-    with pytest.raises(ConfigError, match=rf"inference.refine_margin={margin}.*>= 1.*inference.refine=false"):
-        validate_config(make_cfg(f"inference.refine_margin={margin}"))
-
-
-@pytest.mark.parametrize("key", ["flip", "refine"])
-def test_validate_rejects_a_switch_that_is_not_a_boolean(
-    key: str, make_cfg: Callable[..., DictConfig]
-) -> None:
-    with pytest.raises(ConfigError, match=rf"inference.{key}='maybe': must be true or false"):
-        validate_config(make_cfg(f"inference.{key}=maybe"))
-    with pytest.raises(ConfigError, match=r"inference.tta: not an inference option.*'refine_margin'"):
-        validate_config(make_cfg("+inference.tta=true"))
-
-
-def test_validate_rejects_unknown_mode_naming_the_allowed_ones(make_cfg: Callable[..., DictConfig]) -> None:
-    with pytest.raises(ConfigError) as info:
-        validate_config(make_cfg("mode.name=segmentation"))
-    message = str(info.value)
-    assert "mode.name" in message and "segmentation" in message
-    assert all(mode in message for mode in ("box", "class", "species", "breed"))
-
-
-def test_the_modes_are_the_files_of_the_mode_group() -> None:
-    """One place lists the modes and what each needs: conf/mode/NAME.yaml (name, label set, weight)."""
-    assert mode_names() == tuple(options("mode"))
-    for name in mode_names():
-        mode = Mode.from_config(OmegaConf.load(CONFIG_DIR / "mode" / f"{name}.yaml"))
-        assert mode.name == name
-        assert mode.classifies == (name != "box")
-        names = ["a", "b"] if mode.classifies else []
-        assert mode.check_class_names(names) == names
-    with pytest.raises(ValueError, match=r"mode='species' trains the label set 'species' and needs at least"):
-        Mode("species", "species", 0.5).check_class_names(["cat"])
-    with pytest.raises(ValueError, match="mode='box' has no class branch"):
-        Mode("box").check_class_names(["cat", "dog"])
-
-
 def test_unknown_loss_fails_naming_the_available_ones(make_cfg: Callable[..., DictConfig]) -> None:
     with pytest.raises(HydraException) as info:
         make_cfg("loss=foo")
@@ -228,18 +176,3 @@ def test_optuna_preset_configures_a_seeded_tpe_search(tmp_path: Path) -> None:
         choices = space[group]
         assert isinstance(choices, CategoricalDistribution)
         assert len(choices.choices) > 1 and set(choices.choices) <= set(options(group)), group
-
-
-@pytest.mark.parametrize("head", ["dwsep", "conv", "pooled"])
-def test_training_rejects_a_mosaic_for_a_global_head(head: str, make_cfg: Callable[..., DictConfig]) -> None:
-    with pytest.raises(ConfigError, match=r"augment.mosaic=0.5.*head=center or augment.mosaic=0"):
-        validate_training_config(make_cfg(f"head={head}", "augment.mosaic=0.5"))
-    validate_training_config(make_cfg(f"head={head}", "augment.mosaic=0"))
-    validate_training_config(make_cfg("head=center", "augment.mosaic=0.5"))
-    validate_config(make_cfg(f"head={head}", "augment.mosaic=0.5"))  # loading a model: no augmentation
-
-
-def test_validate_rejects_a_data_side_other_than_the_model_side(make_cfg: Callable[..., DictConfig]) -> None:
-    assert make_cfg("image_size=96").data.image_size == 96  # the data follows image_size
-    with pytest.raises(ConfigError, match=r"data.image_size=160 differs from image_size=128.*set image_size"):
-        validate_config(make_cfg("data.image_size=160"))

@@ -1,4 +1,4 @@
-"""What a user reads: the console of a real ``petloc-train`` run and ``petloc-train --help``.
+"""What a user reads: the console of a real ``petloc-train`` run.
 
 The run is a user's (the console script in a subprocess, progress bar on, limited by wall-clock time)
 so that every library message reaches the console as it would; its event file and metrics.csv also
@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
-from tests.conftest import PETLOC_TRAIN, REPO, event_scalars
+from tests.conftest import PETLOC_TRAIN, event_scalars
 
 WARMUP_STEPS = 8
 
@@ -113,24 +112,3 @@ def test_the_learning_rate_is_logged_every_step_through_the_warm_up(
     assert [float(row["lr/head"]) for row in rows] == pytest.approx([v for _, v in head])
     epochs = [int(row["epoch"]) for row in rows]
     assert epochs == sorted(epochs) and epochs[0] == 0 and epochs[-1] > 0
-
-
-@pytest.mark.slow
-def test_help_lists_every_group_with_its_options_and_three_examples() -> None:
-    result = subprocess.run([str(PETLOC_TRAIN), "--help"], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
-    conf = REPO / "conf"
-    for group in sorted(p for p in conf.iterdir() if p.is_dir() and p.name != "hydra"):
-        options = ", ".join(sorted(f.stem for f in group.glob("*.yaml")))
-        assert f"{group.name}: {options}" in lines
-    examples = lines[lines.index("Examples:") + 1 :]
-    commands = [line.strip() for line in examples if line.startswith("  petloc-train ")]
-    assert len(commands) == 3
-    # each example composes: its groups, options and keys exist (the first value of a sweep)
-    with initialize_config_dir(str(conf), version_base="1.3"):
-        for command in commands:
-            overrides = [arg for arg in shlex.split(command)[1:] if arg != "-m"]
-            compose(
-                "train", overrides=[re.sub(r",.*", "", arg) for arg in overrides], return_hydra_config=True
-            )
