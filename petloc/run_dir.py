@@ -44,8 +44,11 @@ NAMES: dict[str, str] = {
     "iou_histogram": "iou_histogram.png",
     "worst_k": "worst_k.png",
 }
-# Hydra's hydra.output_subdir (its default): where a Hydra job keeps its configs.
+# Hydra's hydra.output_subdir (its default): where a Hydra job keeps its configs, and their files.
 HYDRA_SUBDIR = ".hydra"
+SAVED_CONFIG = f"{HYDRA_SUBDIR}/config.yaml"
+SAVED_OVERRIDES = f"{HYDRA_SUBDIR}/overrides.yaml"
+SAVED_HYDRA = f"{HYDRA_SUBDIR}/hydra.yaml"  # Hydra's own config of the job: its logging, its folder
 CHECKPOINT_SUFFIX = ".ckpt"  # Lightning's ModelCheckpoint.FILE_EXTENSION
 EVENT_FILE_GLOB = "events.out.tfevents.*"
 # The config nodes of conf/logger and conf/callbacks that decide the paths.
@@ -110,32 +113,18 @@ class RunDir:
         return self.root / NAMES["metrics_json"]
 
     @property
-    def hydra(self) -> Path:
-        """Hydra's folder of the job's configs."""
-        return self.root / HYDRA_SUBDIR
-
-    @property
     def config_yaml(self) -> Path:
         """The composed config, as Hydra saves it (interpolations unresolved)."""
-        return self.hydra / "config.yaml"
+        return self.root / SAVED_CONFIG
 
     @property
     def overrides_yaml(self) -> Path:
         """The job's command-line overrides."""
-        return self.hydra / "overrides.yaml"
-
-    @property
-    def hydra_yaml(self) -> Path:
-        """Hydra's own config of the job: its name, its logging, its output folder."""
-        return self.hydra / "hydra.yaml"
-
-    def event_files(self) -> list[Path]:
-        """The TensorBoard event files (a resumed run adds one)."""
-        return sorted(self.tensorboard.glob(EVENT_FILE_GLOB)) if self.tensorboard.is_dir() else []
+        return self.root / SAVED_OVERRIDES
 
     def has_scalars(self) -> bool:
-        """Whether a logger has written here: ``metrics.csv`` or an event file."""
-        return self.metrics_csv.is_file() or bool(self.event_files())
+        """Whether a logger has written here: ``metrics.csv`` or a TensorBoard event file."""
+        return self.metrics_csv.is_file() or any(self.tensorboard.glob(EVENT_FILE_GLOB))
 
     @classmethod
     def from_config(cls, cfg: DictConfig, root: Path | None = None, log: Path | None = None) -> RunDir:
@@ -166,8 +155,8 @@ class RunDir:
         that does not say where the files are.
         """
         folder = Path(folder)
-        saved = folder / HYDRA_SUBDIR / "config.yaml"
-        log = _job_log(folder / HYDRA_SUBDIR / "hydra.yaml", folder)
+        saved = folder / SAVED_CONFIG
+        log = _job_log(folder / SAVED_HYDRA, folder)
         try:
             cfg = OmegaConf.load(saved) if saved.is_file() else OmegaConf.create()
             if not isinstance(cfg, DictConfig):

@@ -21,7 +21,7 @@ import yaml
 from omegaconf import DictConfig
 from tensorboard.backend.event_processing.event_accumulator import IMAGES, SCALARS, EventAccumulator
 
-from petloc.run_dir import HYDRA_SUBDIR, NAMES, RunDir
+from petloc.run_dir import NAMES, SAVED_CONFIG, RunDir
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def find_runs(root: Path) -> list[RunDir]:
     lies inside a run with a config (a logger folder of that run). Searching at any depth covers a
     single run, a sweep, and a folder holding several sweeps.
     """
-    configured = {path.parent.parent for path in root.rglob(f"{HYDRA_SUBDIR}/config.yaml") if path.is_file()}
+    configured = {path.parent.parent for path in root.rglob(SAVED_CONFIG) if path.is_file()}
     by_default_names = {path.parent for path in root.rglob(NAMES["metrics_csv"]) if path.is_file()}
     by_default_names |= {path.parent for path in root.rglob(NAMES["tensorboard"]) if path.is_dir()}
     folders = configured | {f for f in by_default_names if not _within(f, configured)}
