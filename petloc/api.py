@@ -5,7 +5,7 @@
     from petloc.api import load_model, train
 
     metrics = train(["data=voc", "data.root=PATH", "trainer.max_time=00:00:10:00"])
-    model = load_model("outputs/train/<date>_<time>/checkpoints/best.ckpt")
+    model = load_model("outputs/train/<date>_<time>")  # the run's best checkpoint
     result = model.predict(["cat.jpg", PIL.Image.open("dog.png"), numpy_rgb_array])
     result.boxes, result.scores, result.classes
 
@@ -35,6 +35,7 @@ from petloc.data.images import ImageReader
 from petloc.data.records import to_voc_pixels
 from petloc.models.deployed import InferenceModel
 from petloc.models.module import PetLocModule
+from petloc.run_dir import RunDir
 
 # What predict takes for one image: a file path, a PIL image, or a uint8 array (HxWx3 RGB, HxWx4
 # RGBA or HxW grayscale).
@@ -124,10 +125,15 @@ def load_model(
 ) -> Predictor:
     """A petloc checkpoint as a :class:`Predictor` on ``device`` ("auto": the GPU when there is one).
 
+    ``checkpoint`` is a checkpoint file, or a run folder: its best checkpoint, where the run's own
+    config put it (``checkpoints/best.ckpt`` by default; :class:`petloc.run_dir.RunDir`).
+
     ``inference`` changes the checkpoint's inference options (``{"refine": False}``; the keys of
     conf/inference/default.yaml), as ``inference.KEY=VALUE`` does for petloc-predict.
     """
     overrides = OmegaConf.create({"inference": dict(inference)}) if inference else None
+    if Path(checkpoint).is_dir():
+        checkpoint = RunDir.read(Path(checkpoint)).best_ckpt
     module, cfg = checkpoints.load_model(checkpoint, overrides)
     return Predictor(module, cfg, device)
 

@@ -1,9 +1,10 @@
 """What a training run prints, once (rank zero under DDP), and the library noise it keeps out.
 
 A run prints the composed config as a compact tree at its start, then the dataset report and the
-model, and at its end the final metrics, the run folder and the TensorBoard command for it. Messages
-a user cannot act on are silenced: Lightning's advertising tips and the deprecation warnings that
-the pinned libraries raise against each other.
+model, and at its end the final metrics, the run folder and the TensorBoard command for it. The same
+lines go to the run's log file (train.log) through the logger ``petloc.console``. Messages a user
+cannot act on are silenced: Lightning's advertising tips and the deprecation warnings that the pinned
+libraries raise against each other.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 _DEPENDENCY_WARNINGS = (r"`isinstance\(treespec, LeafSpec\)` is deprecated",)
 # Where Lightning logs its informational messages, the "💡 Tip: ..." advertisements among them.
 _LIGHTNING_INFO_LOGGER = "lightning.pytorch.utilities.rank_zero"
+# The console's lines as log records: Hydra's job logging (conf/hydra/job_logging/petloc.yaml) writes
+# them to the job's log file only, since say() prints them.
+_log = logging.getLogger(__name__)
 # Keys of a config node that only steer Hydra's instantiation.
 _INSTANTIATION_KEYS = ("_target_", "_partial_", "_convert_", "_recursive_", "_args_")
 
@@ -116,8 +120,15 @@ def _shown(path: Path) -> str:
 
 @rank_zero_only
 def say(text: str) -> None:
-    """Print on rank zero only: under DDP every rank runs the training function."""
+    """Print ``text`` and log it to ``petloc.console``, on rank zero only (under DDP every rank runs
+    the training function).
+
+    Printed rather than logged to the terminal, so the terminal shows the lines as they are, between
+    the progress bar's, whatever logging the caller set up; logged for the job's log file, which the
+    terminal's print never reaches. Without a logging configuration (no Hydra) the record goes nowhere.
+    """
     print(text, flush=True)
+    _log.info(text)
 
 
 def run_start(cfg: DictConfig) -> None:

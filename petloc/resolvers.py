@@ -6,6 +6,8 @@ import os
 
 from omegaconf import OmegaConf
 
+from petloc import run_dir
+
 
 def loader_workers() -> int:
     """DataLoader workers for this machine: none on 2 cores or fewer, else half the cores (at most 8).
@@ -18,6 +20,9 @@ def loader_workers() -> int:
 
 
 def register() -> None:
-    """``${petloc.loader_workers:}``: see :func:`loader_workers`."""
+    """``${petloc.loader_workers:}`` (:func:`loader_workers`) and ``${petloc.run:NAME}``, a run folder's
+    default file and folder names (:data:`petloc.run_dir.NAMES`)."""
     if not OmegaConf.has_resolver("petloc.loader_workers"):
         OmegaConf.register_new_resolver("petloc.loader_workers", loader_workers)
+    if not OmegaConf.has_resolver("petloc.run"):
+        OmegaConf.register_new_resolver("petloc.run", run_dir.name)

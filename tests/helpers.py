@@ -248,3 +248,17 @@ class TrainedRun:
     @property
     def last(self) -> Path:
         return self.run_dir / "checkpoints" / "last.ckpt"
+
+
+@dataclass(frozen=True)
+class HydraRun:
+    """A run of ``petloc.api.train`` (a Hydra job, as petloc-train runs one): its folder, its overrides
+    and the metrics it returned."""
+
+    run_dir: Path
+    overrides: list[str]
+    metrics: dict[str, float]
+
+
+# The TensorBoard logger alone, its folder renamed: only the run's own config says where its scalars are.
+RENAMED_LOGGER = ("logger=tensorboard", "logger.tensorboard.name=tb")

@@ -1,9 +1,11 @@
 """Helpers for the tests of sweeps and their reports: a fake sweep folder written the way Lightning's
 TensorBoard logger writes one (``FakeRun``, ``write_run``, ``write_fake_sweep``, ``SWEEP``), run folders
 written with the standard library the way petloc-train writes them (``CsvRun``, ``write_csv_run``:
-``metrics.csv``, ``per_image_val.csv``, ``.hydra/``), and a client of the real TensorBoard server over
-any logdir, e.g. a real training sweep (``tensorboard_server``, ``tensorboard_run_names``,
-``wait_for_scalar_tags``, ``hparams_sessions``)."""
+``metrics.csv``, ``per_image_val.csv``, ``.hydra/``; a seeded sweep of them with planted differences,
+``write_seeded_sweep``), real sweeps of ``petloc-train -m`` in a subprocess (``petloc_train``,
+``job_dirs``, ``metrics_of``), and a client of the real TensorBoard server over any logdir, e.g. a real
+training sweep (``tensorboard_server``, ``tensorboard_run_names``, ``wait_for_scalar_tags``,
+``hparams_sessions``)."""
 
 from __future__ import annotations
 
@@ -23,11 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 import yaml
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
-from petloc.cli.compare import find_run_dirs
+from petloc.sweeps.runs import find_runs
 
 T = TypeVar("T")
 
@@ -175,6 +178,88 @@ def write_csv_run(run_dir: Path, run: CsvRun, overrides: list[str]) -> None:
     (run_dir / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"seed": run.seed, "alpha": 0.5}))
 
 
+# ---- a seeded sweep of such folders, with planted differences -----------------------------------
+
+SEEDS = (0, 1, 2)
+N_IMAGES = 40
+# validated after epochs 1, 3 and 4 (indices 0, 1, 2 if the epochs were not read), best at epoch 3
+VALIDATED = (1, 3, 4)
+BEST_EPOCH = 3
+# per configuration: the shift of every image's IoU from the baseline's, and noise around it
+SHIFTS = {"loss=giou": (0.0, 0.0), "loss=ciou": (0.1, 0.0), "loss=diou": (0.0, 0.0), "loss=mse": (-0.1, 0.05)}
+
+
+def baseline_ious(seed: int) -> dict[str, float]:
+    """The baseline's per-image IoUs; each seed validates its own images, as its own split does."""
+    values = np.random.default_rng(100 + seed).uniform(0.2, 0.8, N_IMAGES)
+    return {f"img{seed}_{i:02d}": round(float(v), 6) for i, v in enumerate(values)}
+
+
+def seeded_run(configuration: str, seed: int) -> CsvRun:
+    """A run whose best val/iou (at BEST_EPOCH) is the mean of its per-image IoUs."""
+    shift, noise = SHIFTS[configuration]
+    rng = np.random.default_rng(1000 * seed + len(configuration))
+    per_image = {
+        image: round(iou + shift + float(rng.normal(0, noise)) if noise else iou + shift, 6)
+        for image, iou in baseline_ious(seed).items()
+    }
+    best = float(np.mean(list(per_image.values())))
+    return CsvRun(
+        {1: best - 0.125, BEST_EPOCH: best, 4: best - 0.0625}, n_epochs=5, seed=seed, per_image=per_image
+    )
+
+
+def write_seeded_sweep(root: Path) -> Path:
+    """``-m loss=giou,ciou,diou,mse seed=0,1,2`` as folders, written with the standard library."""
+    for configuration in SHIFTS:
+        for seed in SEEDS:
+            overrides = [configuration, f"seed={seed}", COMMON_OVERRIDE]
+            write_csv_run(root / f"{configuration},seed={seed}", seeded_run(configuration, seed), overrides)
+    return root
+
+
+# ---- real sweeps: petloc-train -m in a subprocess -----------------------------------------------
+
+PETLOC_TRAIN = Path(sys.executable).with_name("petloc-train")
+SWEEP_TIMEOUT_S = 300
+# CI-sized runs of two one-batch epochs. The lr warm-up ends at step 1, so the two steps move the
+# validated weights: each job of a sweep then ends with its own metrics.
+TINY = (
+    "image_size=64",
+    "data.synthetic.n=60",
+    "data.min_epoch_images=1",
+    "trainer.max_epochs=2",
+    "trainer.check_val_every_n_epoch=1",  # one validation per epoch (the default is every second)
+    "trainer.max_time=null",
+    "scheduler.scheduler.warmup_steps=1",
+    "trainer.enable_progress_bar=false",
+)
+SMALL = (*TINY, "data.num_workers=0")
+
+
+def petloc_train(cwd: Path, *overrides: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``petloc-train -m OVERRIDES`` run in ``cwd``, the sweep written to ``cwd/sweep``."""
+    command = [str(PETLOC_TRAIN), "-m", f"hydra.sweep.dir={cwd / 'sweep'}", *overrides]
+    return subprocess.run(
+        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=SWEEP_TIMEOUT_S, check=False
+    )
+
+
+def output_tail(result: subprocess.CompletedProcess[str]) -> str:
+    """The end of a command's output, for assertion messages."""
+    return f"exit {result.returncode}\nstdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-3000:]}"
+
+
+def job_dirs(sweep: Path) -> dict[str, Path]:
+    """A sweep's job folders by name: the folders Hydra wrote the job's ``.hydra/`` config into."""
+    return {path.name: path for path in sorted(sweep.iterdir()) if (path / ".hydra").is_dir()}
+
+
+def metrics_of(job: Path) -> dict[str, float]:
+    """The job's final metrics.json."""
+    return json.loads((job / "metrics.json").read_text())
+
+
 # ---- the real TensorBoard server ---------------------------------------------------------------------
 
 # The console script installed next to this interpreter: the same ``tensorboard`` a user runs.
@@ -246,8 +331,8 @@ def tensorboard_server(logdir: Path, timeout_s: float = READY_TIMEOUT_S) -> Iter
 
 
 def tensorboard_run_names(logdir: Path) -> set[str]:
-    """The run names TensorBoard gives the run folders below ``logdir``: their ``tensorboard/`` paths."""
-    return {(run / "tensorboard").relative_to(logdir).as_posix() for run in find_run_dirs(logdir)}
+    """The run names TensorBoard gives the run folders below ``logdir``: their event folders' paths."""
+    return {run.tensorboard.relative_to(logdir).as_posix() for run in find_runs(logdir)}
 
 
 def wait_for_scalar_tags(

@@ -1,5 +1,5 @@
 """petloc from Python (``petloc.api``): README's example gives petloc-predict's boxes; paths, PIL images and
-arrays read alike; ``train`` returns what the run folder records."""
+arrays read alike; a run folder loads its best checkpoint; ``train`` returns what the run folder records."""
 
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ import yaml
 from omegaconf import DictConfig
 from PIL import Image
 
-from petloc.api import load_model, train
+from petloc.api import load_model
 from petloc.cli.predict import predict
 from tests.conftest import REPO
-from tests.helpers import TINY_RUN, TrainedRun  # the session's trained_run fixture (tests/conftest.py)
+from tests.helpers import HydraRun, TrainedRun  # of the session's run fixtures (tests/conftest.py)
 
 
 def readme_python_example() -> str:
@@ -123,12 +123,18 @@ def test_inference_options_change_the_prediction(trained_run: TrainedRun) -> Non
     assert refined.boxes.tolist() != one_look.boxes.tolist()
 
 
-@pytest.mark.slow
-def test_train_returns_the_metrics_of_its_run_folder(tmp_path: Path, cache_dir: Path) -> None:
-    run = tmp_path / "run"
-    overrides = [*TINY_RUN, "trainer.max_epochs=1", f"paths.cache_dir={cache_dir}", f"hydra.run.dir={run}"]
+def test_a_run_folder_loads_its_best_checkpoint(trained_run: TrainedRun) -> None:
+    image = sorted((trained_run.data_root / "images").glob("*.jpg"))[0]
+    from_folder = load_model(trained_run.run_dir, device="cpu").predict(image)
+    assert (
+        from_folder.boxes.tolist() == load_model(trained_run.best, device="cpu").predict(image).boxes.tolist()
+    )
 
-    metrics = train(overrides)
+
+@pytest.mark.slow
+def test_train_returns_the_metrics_of_its_run_folder(hydra_run: HydraRun) -> None:
+    """``petloc.api.train`` (the session's hydra_run) ran a Hydra job in hydra.run.dir."""
+    run, metrics, overrides = hydra_run.run_dir, hydra_run.metrics, hydra_run.overrides
 
     assert metrics == json.loads((run / "metrics.json").read_text())
     assert metrics["epochs"] == 1 and 0 <= metrics["val/iou"] <= 1

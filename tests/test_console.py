@@ -1,4 +1,4 @@
-"""What a user reads: the console of a real ``petloc-train`` run.
+"""What a user reads: the console of a real ``petloc-train`` run, and the same lines in its train.log.
 
 The run is a user's (the console script in a subprocess, progress bar on, limited by wall-clock time)
 so that every library message reaches the console as it would; its event file and metrics.csv also
@@ -88,6 +88,27 @@ def test_a_run_prints_no_noise(time_limited_run: Run) -> None:
     assert not re.search(r"Epoch \d+/\d+", output), "the epoch count of a time-limited run"
     for noise in ("Tip:", "litlogger", "LeafSpec", "FLOPs", "deprecated"):
         assert noise not in output
+
+
+# The first line of each message of petloc.console, as printed.
+CONSOLE_LINES = ("config (whole in", "dataset ", "model: ", "final metrics: ", "run folder: ")
+
+
+@pytest.mark.slow
+def test_train_log_holds_the_console_lines_printed_once(time_limited_run: Run) -> None:
+    """Hydra's job log of the run folder gets each console line through the logger petloc.console;
+    the terminal shows each line once, as printed, around the progress bar."""
+    log = (time_limited_run.folder / "train.log").read_text()
+    output = (time_limited_run.stdout + time_limited_run.stderr).replace("\r", "\n")
+    for start in CONSOLE_LINES:
+        (printed,) = [line for line in output.splitlines() if line.startswith(start)]
+        assert output.count(printed) == 1, printed
+        assert f"[petloc.console][INFO] - {printed}\n" in log, printed
+    # the lines after a message's first one follow it in the log as on the terminal
+    lines = output.splitlines()
+    folder_line = next(line for line in lines if line.startswith("run folder: "))
+    assert f"{folder_line}\n{lines[lines.index(folder_line) + 1]}\n" in log
+    assert re.search(r"Epoch \d+", output), "the progress bar"
 
 
 @pytest.mark.slow

@@ -23,8 +23,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 from petloc import CONFIG_DIR
-from petloc.cli.compare import compare_runs
 from petloc.models.module import PetLocModule
+from petloc.sweeps.runs import read_runs
 from petloc.train import train
 from tests.conftest import PETLOC_TRAIN, REPO, event_scalars
 
@@ -253,7 +253,7 @@ def test_a_killed_run_resumes_where_its_last_checkpoint_left_off(tmp_path: Path,
 
     # metrics.csv kept the killed part's rows and continued them: one val/iou per epoch, the resumed
     # run's for the epochs it trained; per_image_val.csv is of the best validation of either part
-    (summary,) = compare_runs([run])
+    (summary,) = read_runs([run])
     assert [e for e, _ in summary.iou_curve] == list(range(max_epochs))
     assert [v for e, v in summary.iou_curve if e > epoch] == pytest.approx(val_iou)
     assert summary.best_iou == pytest.approx(metrics["val/iou_best"])

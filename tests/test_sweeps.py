@@ -1,107 +1,57 @@
-"""Sweeps as a user runs them: ``petloc-train -m`` in a subprocess, with each launcher and with Optuna.
+"""Sweeps as a user runs them: ``petloc-train -m`` in a subprocess, with each launcher.
 
 The slow tests train for real (tiny: 60 synthetic images at 64 px, two epochs) and check what a sweep
 leaves behind: the job folders named from the overrides, each a complete run folder; petloc-compare and
-the real TensorBoard over the sweep folder; CPU sharing between parallel jobs; Optuna's result file,
-also after a failed trial, and its study continued by the same command after a kill; and that one
-failing job does not take the sweep's other jobs down. The
-SLURM test fakes only the cluster (``sbatch``), to read the job script the real launcher would submit.
+the real TensorBoard over the sweep folder; CPU sharing between parallel jobs; and that one failing job
+does not take the sweep's other jobs down. The SLURM test fakes only the cluster (``sbatch``), to read
+the job script the real launcher would submit. Optuna's search: tests/sweeps/test_search.py.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import os
 import shlex
-import signal
-import sqlite3
 import subprocess
 import sys
-import time
 import urllib.parse
 from collections.abc import Callable, Iterator
-from contextlib import closing
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import matplotlib.image
-import optuna
 import pytest
 import torch
 import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from joblib import cpu_count
-from optuna.trial import TrialState
 
 from petloc import CONFIG_DIR
-from petloc.cli.compare import compare_runs, group_runs, plot_iou_curves
+from petloc.sweeps.configurations import group_runs
+from petloc.sweeps.report import plot_iou_curves
+from petloc.sweeps.runs import read_runs
 from petloc.train import cpu_budget, limit_cpu_use
 from tests.rendezvous import ENV_VAR
 from tests.sweep_helpers import (
+    SMALL,
+    TINY,
     get_json,
     hparams_sessions,
+    job_dirs,
+    metrics_of,
+    output_tail,
+    petloc_train,
     tensorboard_run_names,
     tensorboard_server,
     wait_for,
     wait_for_scalar_tags,
 )
 
-BIN = Path(sys.executable).parent
-PETLOC_TRAIN = BIN / "petloc-train"
-PETLOC_COMPARE = BIN / "petloc-compare"
-SWEEP_TIMEOUT_S = 300
-
-# CI-sized runs of two one-batch epochs. The lr warm-up ends at step 1, so the two steps move the
-# validated weights: each job of a sweep then ends with its own metrics.
-TINY = (
-    "image_size=64",
-    "data.synthetic.n=60",
-    "data.min_epoch_images=1",
-    "trainer.max_epochs=2",
-    "trainer.check_val_every_n_epoch=1",  # one validation per epoch (the default is every second)
-    "trainer.max_time=null",
-    "scheduler.scheduler.warmup_steps=1",
-    "trainer.enable_progress_bar=false",
-)
-SMALL = (*TINY, "data.num_workers=0")
+PETLOC_COMPARE = Path(sys.executable).with_name("petloc-compare")
 LOSSES = ("mse", "giou")
 ALPHAS = ("0.25", "0.5")
-
-
-@pytest.fixture(scope="module")
-def sweep_env(cache_dir: Path) -> dict[str, str]:
-    """The environment of every sweep: the session's shared cache, set through PETLOC_CACHE.
-
-    Passing ``paths.cache_dir=/tmp/...`` as an override would put a path, slashes included, into every
-    job folder's name.
-    """
-    return {**os.environ, "PETLOC_CACHE": str(cache_dir)}
-
-
-def petloc_train(cwd: Path, *overrides: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """``petloc-train -m OVERRIDES`` run in ``cwd``, the sweep written to ``cwd/sweep``."""
-    command = [str(PETLOC_TRAIN), "-m", f"hydra.sweep.dir={cwd / 'sweep'}", *overrides]
-    return subprocess.run(
-        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=SWEEP_TIMEOUT_S, check=False
-    )
-
-
-def output_tail(result: subprocess.CompletedProcess[str]) -> str:
-    """The end of a command's output, for assertion messages."""
-    return f"exit {result.returncode}\nstdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-3000:]}"
-
-
-def job_dirs(sweep: Path) -> dict[str, Path]:
-    """A sweep's job folders by name: the folders Hydra wrote the job's ``.hydra/`` config into."""
-    return {path.name: path for path in sorted(sweep.iterdir()) if (path / ".hydra").is_dir()}
-
-
-def metrics_of(job: Path) -> dict[str, float]:
-    """The job's final metrics.json."""
-    return json.loads((job / "metrics.json").read_text())
 
 
 @cache
@@ -182,7 +132,7 @@ def test_compare_tabulates_and_plots_every_job(acceptance_sweep: Path) -> None:
     height, width, _ = matplotlib.image.imread(acceptance_sweep / "iou_curves.png").shape
     assert width > 500 and height > 300
     # The same figure, built in-process: one two-epoch line per job, labelled by what differs.
-    axes = plot_iou_curves(group_runs(compare_runs([acceptance_sweep]))).axes[0]
+    axes = plot_iou_curves(group_runs(read_runs([acceptance_sweep]))).axes[0]
     labels = [str(line.get_label()) for line in axes.get_lines()]
     assert [len(line.get_xdata()) for line in axes.get_lines()] == [2] * 4
     assert {frozenset(label.split(",")) for label in labels} == {
@@ -472,106 +422,6 @@ def test_slurm_launcher_asks_for_one_task_per_device(
     } <= directives
     # each task runs the submitted job with this interpreter: the venv on a shared file system
     assert "srun --unbuffered" in text and f"{sys.executable} -u -m submitit.core._submit" in text
-
-
-# --- d. Optuna ---------------------------------------------------------------------------------------
-
-
-@pytest.mark.slow
-def test_optuna_search_reports_its_best_trial(tmp_path: Path, sweep_env: dict[str, str]) -> None:
-    result = petloc_train(
-        tmp_path, "hparams_search=optuna_iou", "hydra.sweeper.n_trials=3", *SMALL, env=sweep_env
-    )
-    assert result.returncode == 0, output_tail(result)
-
-    sweep = tmp_path / "sweep"
-    jobs = list(job_dirs(sweep).values())
-    assert len(jobs) == 3
-    best_ious = {job: metrics_of(job)["val/iou_best"] for job in jobs}
-    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
-    assert results["name"] == "optuna"
-    assert results["best_value"] == pytest.approx(max(best_ious.values()), abs=1e-6)
-    best_job = max(best_ious, key=best_ious.__getitem__)
-    overrides = yaml.safe_load((best_job / ".hydra" / "overrides.yaml").read_text())
-    assert set(results["best_params"]) == {"optimizer.lr", "alpha", "loss", "augment"}
-    assert {f"{key}={value}" for key, value in results["best_params"].items()} <= set(overrides)
-
-
-@pytest.mark.slow
-def test_optuna_search_goes_on_after_a_failed_trial(tmp_path: Path, sweep_env: dict[str, str]) -> None:
-    # lr is a choice of a diverging 1e+30 and a sane 0.003; with this sampler seed (and the pinned
-    # optuna) the first trial draws 1e+30, so the second one runs only if the search survives the first.
-    search = (
-        "hparams_search=optuna_iou",
-        "hydra.sweeper.n_trials=2",
-        "hydra.sweeper.sampler.seed=2",
-        'hydra.sweeper.params={optimizer.lr:"choice(1e+30,0.003)"}',
-    )
-    result = petloc_train(tmp_path, *search, *SMALL, env=sweep_env)
-    assert result.returncode == 0, output_tail(result)
-
-    log = result.stdout + result.stderr
-    first, second = log.index("#0 : optimizer.lr="), log.index("#1 : optimizer.lr=")
-    assert log[first:].startswith("#0 : optimizer.lr=1e+30"), "the seed no longer draws 1e+30 first"
-    assert first < log.index("Failed experiment: non-finite loss") < second
-    sweep = tmp_path / "sweep"
-    finished = [job for job in job_dirs(sweep).values() if (job / "metrics.json").is_file()]
-    assert len(job_dirs(sweep)) == 2 and len(finished) == 1
-    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
-    assert results["best_params"]["optimizer.lr"] == 0.003
-    assert results["best_value"] == pytest.approx(metrics_of(finished[0])["val/iou_best"], abs=1e-6)
-
-
-def completed_trials(database: Path) -> int:
-    """COMPLETE trials in an Optuna database, read with sqlite3 (0 while it does not exist yet)."""
-    if not database.is_file():
-        return 0
-    try:
-        with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=1)) as db:
-            return db.execute("SELECT COUNT(*) FROM trials WHERE state = 'COMPLETE'").fetchone()[0]
-    except sqlite3.OperationalError:  # no tables yet, or the sweep holds a write lock
-        return 0
-
-
-@pytest.mark.slow
-def test_optuna_search_resumes_after_a_kill(tmp_path: Path, sweep_env: dict[str, str]) -> None:
-    """4 trials, SIGKILL once the second has finished, the same command again: 4 complete trials."""
-    sweep = tmp_path / "sweep"
-    database = sweep / "optuna.db"  # where conf/hparams_search/optuna_iou.yaml keeps the study
-    one_epoch = (*SMALL, "trainer.max_epochs=1", "data.synthetic.n=48")
-    command = [str(PETLOC_TRAIN), "-m", f"hydra.sweep.dir={sweep}", "hparams_search=optuna_iou"]
-    command += ["hydra.sweeper.n_trials=4", *one_epoch]
-    with (tmp_path / "first.log").open("w") as log:
-        first = subprocess.Popen(command, cwd=tmp_path, env=sweep_env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + SWEEP_TIMEOUT_S
-            while completed_trials(database) < 2 and first.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.05)
-        finally:
-            first.send_signal(signal.SIGKILL)
-            first.wait()
-    assert completed_trials(database) == 2, (tmp_path / "first.log").read_text()[-3000:]
-    storage = f"sqlite:///{database}"
-    before = optuna.load_study(study_name="petloc_iou", storage=storage).trials
-
-    result = subprocess.run(
-        command, cwd=tmp_path, env=sweep_env, capture_output=True, text=True, timeout=SWEEP_TIMEOUT_S
-    )
-    assert result.returncode == 0, output_tail(result)
-
-    after = optuna.load_study(study_name="petloc_iou", storage=storage).trials
-    complete = [t for t in after if t.state == TrialState.COMPLETE]
-    assert len(complete) == 4
-    # the first run's trials are kept as they were; the new ones are numbered after them
-    assert [(t.number, t.state, t.values) for t in after[: len(before)]] == [
-        (t.number, t.state, t.values) for t in before
-    ]
-    assert [t.number for t in after[len(before) :]] == list(range(len(before), len(before) + 2))
-    # a trial the kill interrupted stays as Optuna left it and does not count
-    assert all(t.state == TrialState.RUNNING for t in before if t.state != TrialState.COMPLETE)
-    # the sweep's result covers the whole study
-    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
-    assert results["best_value"] == pytest.approx(max(t.value for t in complete), abs=1e-6)
 
 
 # --- e. a failing job ---------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from petloc import CONFIG_DIR
 from petloc.callbacks import PerImageIoU, write_per_image_csv
 from petloc.checkpoint import load_model
 from petloc.data.datamodule import LocalizationDataModule
+from petloc.run_dir import EvalDir
 from petloc.viz import box_grid
 
 
@@ -72,8 +73,8 @@ def save_worst(
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Validate ``cfg.ckpt_path`` and write the reports into ``cfg.output``; returns the metrics."""
     module, model_cfg = load_model(cfg.ckpt_path, cfg)
-    output = Path(cfg.output)
-    output.mkdir(parents=True, exist_ok=True)
+    output = EvalDir(Path(cfg.output))
+    output.root.mkdir(parents=True, exist_ok=True)
     datamodule: LocalizationDataModule = instantiate(model_cfg.data)
     collector = PerImageIoU()
     # A fresh single-device trainer: the training one may be DDP, whose sampler pads the split.
@@ -85,7 +86,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         enable_checkpointing=False,
         enable_model_summary=False,
         enable_progress_bar=cfg.progress,
-        default_root_dir=output,
+        default_root_dir=output.root,
         callbacks=[collector],
     )
     (logged,) = trainer.validate(module, datamodule=datamodule)
@@ -93,13 +94,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     ious, boxes, _, indices = result
     metrics: dict[str, Any] = {k: float(v) for k, v in logged.items() if k != "val/iou_best"}
     metrics["n_images"] = len(ious)
-    (output / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    output.metrics_json.write_text(json.dumps(metrics, indent=2, sort_keys=True))
 
-    write_per_image_csv(output / "per_image.csv", datamodule.val_records, result)
-    plot_histogram(ious, output / "iou_histogram.png")
+    write_per_image_csv(output.per_image, datamodule.val_records, result)
+    plot_histogram(ious, output.iou_histogram)
     if cfg.worst_k > 0:
-        save_worst(datamodule, ious, boxes, indices, cfg.worst_k, output / "worst_k.png")
-    print(f"evaluated {cfg.ckpt_path} on {len(ious)} images -> {output}")
+        save_worst(datamodule, ious, boxes, indices, cfg.worst_k, output.worst_k)
+    print(f"evaluated {cfg.ckpt_path} on {len(ious)} images -> {output.root}")
     print("metrics:", json.dumps({k: round(v, 4) for k, v in metrics.items()}, sort_keys=True))
     return metrics
 

@@ -1,4 +1,4 @@
-"""petloc.stats against independent oracles: Student's t quantiles from printed tables and
+"""petloc.sweeps.stats against independent oracles: Student's t quantiles from printed tables and
 scipy.stats.t.interval, the normal-theory interval of a mean, and planted differences."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from petloc.stats import BETTER, NOT_DISTINGUISHABLE, WORSE, paired_bootstrap, t_interval
+from petloc.sweeps.stats import BETTER, NOT_DISTINGUISHABLE, WORSE, paired_bootstrap, t_interval
 
 # Two-sided 95% quantiles t_{0.975, df} as printed in statistics tables.
 T_TABLE = {2: 4.3027, 4: 2.7764}
