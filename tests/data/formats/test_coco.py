@@ -17,7 +17,7 @@ from PIL import Image
 
 from petloc.data.formats import FORMATS, detect_format, read_dataset
 from petloc.data.formats.coco import read_coco
-from petloc.data.records import DataReport, DatasetError, RecordSet, split_from_name
+from petloc.data.records import DataReport, DatasetError, RecordSet
 
 W, H = 80, 60
 
@@ -534,24 +534,6 @@ def test_detect(tmp_path: Path) -> None:
     write_json(roboflow / "train" / "_annotations.coco.json", coco([], []))
     assert detect(roboflow)
     assert detect_format(roboflow) == "coco"
-
-
-@pytest.mark.parametrize(
-    ("name", "split"),
-    [
-        ("instances_train2017", "train"),
-        ("instances_val2017", "val"),
-        ("valid", "val"),
-        ("validation", "val"),
-        ("image_info_test-dev2017", "test"),
-        ("trainval", "train"),
-        ("_annotations.coco", None),
-        ("latest", None),
-        ("interval", None),
-    ],
-)
-def test_split_of(name: str, split: str | None) -> None:
-    assert split_from_name(name) == split
 
 
 def test_100k_images_are_all_parsed(tmp_path: Path) -> None:
