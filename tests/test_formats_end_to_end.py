@@ -1,7 +1,7 @@
 """Every format end to end: ``petloc-data synth --format`` writes the synthetic set, ``petloc-data
 check`` names the format, a class-aware run trains on it, and eval and predict work on its checkpoint.
 
-The oracle for the records is tests/data/test_format_equivalence.py (real boxes, converted with the
+The oracle for the records is tests/data/formats/test_equivalence.py (real boxes, converted with the
 standard library); here the point is that every feature reaches every format: the data group
 option, mode=class with the format's class names, the checkpoint's class names in predict's CSV.
 """

@@ -33,13 +33,28 @@ _FORMAT_SUFFIX = {
     "TIFF": (".tif", ".tiff"),
 }
 _EXIF_ORIENTATION = 0x0112
+# PIL turns a TIFF upright by its EXIF orientation tag when it loads it (its header size is the
+# turned one already); a JPEG it leaves as stored. petloc uses every image as stored, so a TIFF is
+# turned back: per tag, the transpose that undoes PIL's turn.
+_UNDO_TIFF_TURN = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_90,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_270,
+}
 
 
 def probe_image(path: Path) -> tuple[str, str, int, int, int | None]:
-    """(format, mode, width, height, EXIF orientation or None) from the header: no full decode."""
+    """(format, mode, width, height as stored, EXIF orientation or None) from the header: no full decode."""
     with Image.open(path) as im:
         orientation = im.getexif().get(_EXIF_ORIENTATION) if im.format in ("JPEG", "MPO", "TIFF") else None
-        return im.format or "?", im.mode, im.width, im.height, orientation
+        width, height = im.size
+        if im.format == "TIFF" and orientation in (5, 6, 7, 8):  # PIL's size is the turned one
+            width, height = height, width
+        return im.format or "?", im.mode, width, height, orientation
 
 
 def suffix_matches(path: Path, fmt: str) -> bool:
@@ -56,10 +71,11 @@ def decode_image(path: Path, max_side: int | None = None) -> np.ndarray:
     full decode for big photos.
     """
     with Image.open(path) as im:
+        undo = _UNDO_TIFF_TURN.get(im.getexif().get(_EXIF_ORIENTATION)) if im.format == "TIFF" else None
         if max_side is not None and im.format == "JPEG":
             im.draft("RGB", (max_side, max_side))
         im.load()
-        rgb = np.asarray(im.convert("RGB"))
+        rgb = np.asarray((im if undo is None else im.transpose(undo)).convert("RGB"))
     return rgb if max_side is None else fit_longest_side(rgb, max_side)
 
 

@@ -1,6 +1,6 @@
 """``petloc-data convert``: a dataset read in one format and written in another reads back with the
 same images, every object's box and class, and the given split; what the target cannot hold is
-counted. Oracles: the Oxford reader's records of the real sample (as in test_format_equivalence),
+counted. Oracles: the Oxford reader's records of the real sample (as in formats/test_equivalence.py),
 the raccoon set as its VOC XMLs give it, and folders written here with the standard library."""
 
 from __future__ import annotations

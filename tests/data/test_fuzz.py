@@ -1,11 +1,11 @@
 """Fuzzing the data path with real files: corrupted JPEGs and XMLs never crash an epoch, and exactly
 the files that cannot be decoded or parsed are dropped.
 
-tests/data/test_format_oxford.py covers each quirk on hand-made files; here real photographs and their XMLs
-get seeded random damage (bit flips in the JPEG entropy-coded data, truncation, byte corruption in
-the XML markup, truncated XMLs), and an independent oracle (a plain PIL full decode, a plain
-ElementTree parse) decides which files are broken. Many bit flips leave a JPEG decodable (garbled
-but whole): the oracle says so, and those images must stay in.
+tests/data/formats/test_oxford.py and test_voc.py cover each quirk on hand-made files; here real
+photographs and their XMLs get seeded random damage (bit flips in the JPEG entropy-coded data,
+truncation, byte corruption in the XML markup, truncated XMLs), and an independent oracle (a plain
+PIL full decode, a plain ElementTree parse) decides which files are broken. Many bit flips leave a
+JPEG decodable (garbled but whole): the oracle says so, and those images must stay in.
 """
 
 from __future__ import annotations

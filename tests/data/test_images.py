@@ -124,6 +124,22 @@ def test_decode_keeps_the_pixels_as_stored_whatever_the_exif_orientation(tmp_pat
     np.testing.assert_allclose(decoded[:, 50:], np.broadcast_to([0, 0, 255], (60, 30, 3)), atol=8)
 
 
+@pytest.mark.parametrize("compression", [None, "tiff_lzw"])  # PIL's own decoder, and libtiff's
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_a_tiff_is_used_as_stored_whatever_its_orientation(
+    tmp_path: Path, orientation: int, compression: str | None
+) -> None:
+    """PIL turns a TIFF upright by its orientation tag on its own (a JPEG not): the size and pixels
+    are still the stored 80x60, as the box was drawn on them."""
+    stored = noise(80, 60)
+    tiff = save(tmp_path / "a.tif", stored, exif=with_orientation(orientation), compression=compression)
+    assert probe_image(tiff) == ("TIFF", "RGB", 80, 60, orientation)
+    assert np.array_equal(decode_image(tiff), stored)
+    assert decode_image(tiff, max_side=40).shape == (30, 40, 3)
+    _, size = ImageReader(32, 40)(tiff)
+    assert size == (80, 60)
+
+
 @pytest.mark.parametrize(
     ("size", "max_side", "expected"),
     [

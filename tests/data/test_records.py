@@ -1,9 +1,10 @@
 """petloc.data.records, without a reader: the pixel conventions and their inverses, the clip, the
-problem report, and assemble() on annotations written out here over images written with PIL.
+split a file or folder name gives, the problem report, and assemble() on annotations written out
+here over images written with PIL.
 
 Every expected box is computed by hand from the documented conventions: VOC integers are 1-based
 inclusive pixels (``x0 = xmin - 1``, ``x1 = xmax``), a normalized box is edges over the image size.
-(How each reader fills the annotations, and split_from_name: tests/data/test_format_*.py.)
+(How each reader fills the annotations: tests/data/formats/.)
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from petloc.data.records import (
     clip_normalized,
     normalize_box,
     probe_into,
+    split_from_name,
     to_voc_pixels,
     voc_pixels,
     voc_pixels_to_edges,
@@ -144,6 +146,24 @@ def test_a_dataset_brings_its_split_when_every_record_has_one_of_train_and_val_o
 def test_the_class_list_is_the_class_label_set() -> None:
     assert record_set("train").classes == ["cat", "dog"]
     assert RecordSet(Path("r"), "yolo", [], {}, DataReport(Path("r"))).classes == []
+
+
+@pytest.mark.parametrize(
+    ("name", "split"),
+    [
+        ("instances_train2017", "train"),
+        ("instances_val2017", "val"),
+        ("valid", "val"),
+        ("validation", "val"),
+        ("image_info_test-dev2017", "test"),
+        ("trainval", "train"),
+        ("_annotations.coco", None),
+        ("latest", None),
+        ("interval", None),
+    ],
+)
+def test_split_from_name_reads_a_whole_word(name: str, split: str | None) -> None:
+    assert split_from_name(name) == split
 
 
 # ---- the report -------------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import os
 import random
-import time
 from pathlib import Path
 
 import pytest
@@ -511,12 +510,11 @@ def test_fuzz_garbage_never_crashes(tmp_path: Path, seed: int) -> None:
             assert 0 <= r.labels["class"] < len(rs.classes)
 
 
-def test_reads_many_label_files_fast_listing_each_folder_once(
+def test_reads_many_label_files_listing_each_folder_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """5,000 pairs in 10 folders (images are empty files: the reader never opens them). The listing
-    is one os.scandir per folder, never a glob per file, and the whole read takes well under a second
-    per 10,000 files."""
+    is one os.scandir per folder, never a glob per file."""
     root = tmp_path / "ds"
     n_folders, per_folder = 10, 500
     for f in range(n_folders):
@@ -541,15 +539,12 @@ def test_reads_many_label_files_fast_listing_each_folder_once(
     monkeypatch.setattr(Path, "glob", no_glob)
     monkeypatch.setattr(Path, "rglob", no_glob)
     report = DataReport(root=root)
-    start = time.perf_counter()
     parsed = read_yolo(root, report)
-    elapsed = time.perf_counter() - start
     n_dirs = 1 + 2 * (2 + n_folders)  # root; images, images/train and its folders; the same for labels
     assert len(calls) == n_dirs and len(set(calls)) == len(calls)
     assert len(parsed.annotations) == n_folders * per_folder == report.n_images
     assert all(len(a.objects) == 1 for a in parsed.annotations)
     assert parsed.label_sets == {"class": ["0", "1", "2"]}
-    assert elapsed < 5.0, f"{elapsed:.2f} s for {n_folders * per_folder} label files"
 
 
 def test_a_record_carries_at_most_three_other_objects_the_largest(tmp_path: Path) -> None:
