@@ -120,6 +120,19 @@ SWEEP: dict[str, FakeRun] = {
     ),
     "seed_sweep/alpha=0.5,loss=mse": FakeRun({0: 0.6875, 1: 0.5, 2: 0.5, 3: 0.5}),
 }
+# SWEEP's runs best first, with each one's (best val/iou, its epoch), as the comment above says.
+EXPECTED_ORDER = [
+    "alpha=0.5,loss=giou",
+    "seed_sweep/alpha=0.5,loss=mse",
+    "alpha=0.25,loss=giou",
+    "alpha=0.25,loss=mse",
+]
+EXPECTED_BEST = {
+    "alpha=0.5,loss=giou": (0.75, 5),
+    "seed_sweep/alpha=0.5,loss=mse": (0.6875, 0),
+    "alpha=0.25,loss=giou": (0.625, 3),
+    "alpha=0.25,loss=mse": (0.5, 2),
+}
 
 # ---- run folders as petloc-train writes them -----------------------------------------------------
 

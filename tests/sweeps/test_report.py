@@ -17,6 +17,8 @@ from petloc.sweeps.runs import read_runs
 from tests.sweep_helpers import (
     BEST_EPOCH,
     COMMON_OVERRIDE,
+    EXPECTED_BEST,
+    EXPECTED_ORDER,
     N_IMAGES,
     SEEDS,
     SHIFTS,
@@ -27,19 +29,6 @@ from tests.sweep_helpers import (
     sweep_overrides,
     write_fake_sweep,
 )
-
-EXPECTED_ORDER = [
-    "alpha=0.5,loss=giou",
-    "seed_sweep/alpha=0.5,loss=mse",
-    "alpha=0.25,loss=giou",
-    "alpha=0.25,loss=mse",
-]
-EXPECTED_BEST = {
-    "alpha=0.5,loss=giou": (0.75, 5),
-    "seed_sweep/alpha=0.5,loss=mse": (0.6875, 0),
-    "alpha=0.25,loss=giou": (0.625, 3),
-    "alpha=0.25,loss=mse": (0.5, 2),
-}
 
 
 def read_rows(path: Path, key: str) -> dict[str, dict[str, str]]:

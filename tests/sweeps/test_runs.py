@@ -16,6 +16,8 @@ from petloc.sweeps.runs import find_runs, read_runs
 from tests.conftest import event_scalars
 from tests.helpers import HydraRun
 from tests.sweep_helpers import (
+    EXPECTED_BEST,
+    EXPECTED_ORDER,
     STEPS_PER_EPOCH,
     SWEEP,
     T0,
@@ -28,19 +30,6 @@ from tests.sweep_helpers import (
     write_csv_run,
     write_run,
 )
-
-EXPECTED_ORDER = [
-    "alpha=0.5,loss=giou",
-    "seed_sweep/alpha=0.5,loss=mse",
-    "alpha=0.25,loss=giou",
-    "alpha=0.25,loss=mse",
-]
-EXPECTED_BEST = {
-    "alpha=0.5,loss=giou": (0.75, 5),
-    "seed_sweep/alpha=0.5,loss=mse": (0.6875, 0),
-    "alpha=0.25,loss=giou": (0.625, 3),
-    "alpha=0.25,loss=mse": (0.5, 2),
-}
 
 
 def expected_span(run: FakeRun) -> float:
