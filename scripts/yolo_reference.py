@@ -41,6 +41,7 @@ from petloc import CONFIG_DIR
 from petloc.data.convert import labelled
 from petloc.data.formats import FORMATS
 from petloc.data.records import Record
+from petloc.sweeps.runs import read_per_image
 from petloc.sweeps.stats import paired_bootstrap
 
 ULTRALYTICS = ["ultralytics==8.4.190", "ultralytics-thop==2.2.3", "polars", "py-cpuinfo"]
@@ -102,11 +103,6 @@ def score(model: object, val: list[Record], imgsz: int) -> list[float]:
     return ious
 
 
-def read_per_image(path: Path) -> dict[str, float]:
-    with path.open(newline="") as handle:
-        return {row["image"]: float(row["iou"]) for row in csv.DictReader(handle)}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", type=Path, default=Path("yolo_ref"), help="installs, layout and runs")
@@ -158,6 +154,8 @@ def main() -> None:
     }
     if args.against:
         theirs = read_per_image(args.against)
+        if theirs is None:
+            raise SystemExit(f"{args.against}: no such file; pass the per_image.csv petloc-eval wrote")
         ours = dict(zip((r.image_id for r in val), ious, strict=True))
         if set(theirs) != set(ours):
             raise SystemExit(f"{args.against} scores other images than this split ({len(theirs)} vs {n})")
