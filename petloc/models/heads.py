@@ -4,6 +4,10 @@ Every head maps ``features`` (the stride-16 and stride-32 maps) to a :class:`Hea
 its training loss, because dense heads (``center``) need more than a box regression: they also
 learn *where* the object is. Boxes are parameterized as centre + size through a sigmoid, so
 ``x0 < x1`` and ``y0 < y1`` hold for any network output.
+
+Boxes are decoded in float32 whatever the autocast dtype: bf16 keeps 8 significant bits, so a
+coordinate of a 12-cell grid rounds by up to about 1/400 of the side, a loss of IoU that training cannot
+learn away (and targets cast to bf16 would round alike).
 """
 
 from __future__ import annotations
@@ -27,8 +31,8 @@ class HeadOutput:
 
 
 def cxcywh_to_xyxy(raw: Tensor) -> Tensor:
-    """Sigmoid-parameterized (cx, cy, w, h) -> xyxy; width and height are always positive."""
-    c = torch.sigmoid(raw)
+    """Sigmoid-parameterized (cx, cy, w, h) -> float32 xyxy; width and height are always positive."""
+    c = torch.sigmoid(raw.float())
     half = c[..., 2:] / 2
     return torch.cat([c[..., :2] - half, c[..., :2] + half], dim=-1)
 
@@ -147,7 +151,7 @@ class CenterHead(BoxHead):
     def forward(self, features: list[Tensor]) -> HeadOutput:
         f16, f32 = features[-2], features[-1]
         x = self.lateral16(f16) + F.interpolate(self.lateral32(f32), size=f16.shape[-2:], mode="nearest")
-        p = self.pred(self.tower(x))  # [B, 5, H, W]
+        p = self.pred(self.tower(x)).float()  # [B, 5, H, W]
         b, _, h, w = p.shape
         ys, xs = torch.meshgrid(
             torch.arange(h, device=p.device, dtype=p.dtype),
@@ -195,7 +199,7 @@ class CenterHead(BoxHead):
         weights = scores * self._near(logits.argmax(dim=1), h, w)
         mass = weights.sum(dim=(1, 2))
         weights = weights / mass.clamp_min(1e-12).view(b, 1, 1)
-        box = (boxes.float() * weights.unsqueeze(-1)).sum(dim=(1, 2)).to(boxes.dtype)
+        box = (boxes * weights.unsqueeze(-1)).sum(dim=(1, 2))
         return box, mass
 
     def loss(self, out: HeadOutput, boxes: Tensor, valid: Tensor, box_loss: nn.Module) -> Tensor:

@@ -103,11 +103,11 @@ class PetLocModule(L.LightningModule):
         x = self.preprocess(images)
         out, logits = self._views(x, options.flip)
         if options.refine and not self.training:
-            frame = refine_frame(out.box.detach().float().clamp(0, 1), options.refine_margin)
+            frame = refine_frame(out.box.detach().clamp(0, 1), options.refine_margin)
             side = options.refine_size or x.shape[-1]
             zoomed, _ = self._views(crop_to_frame(x, frame, side), options.flip)
-            crop_box = rescale_box(zoomed.box.float(), x.shape[-1] / side)
-            out = replace(out, box=box_from_frame(crop_box, frame).to(out.box.dtype))
+            crop_box = rescale_box(zoomed.box, x.shape[-1] / side)
+            out = replace(out, box=box_from_frame(crop_box, frame))
         return out, logits
 
     def _views(self, x: Tensor, flip: bool) -> tuple[HeadOutput, Tensor | None]:

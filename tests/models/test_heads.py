@@ -248,3 +248,16 @@ def test_center_loss_with_a_soft_centre_target_matches_a_hand_computed_gaussian(
     cross_entropy = sum(wt * (log_z - v) for wt, v in zip(weights, logits, strict=True)) / sum(weights)
     box_only = hand_loss(logits, (0, 2), 1, h, w, 0.0)
     assert loss.item() == pytest.approx(box_only + 2.0 * cross_entropy, rel=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(HEADS))
+def test_boxes_are_decoded_in_float32_under_bf16_autocast(name: str) -> None:
+    """bf16 keeps 8 significant bits: a box decoded in it lies on a grid coarse enough to cost IoU.
+    Under autocast the convolutions run in bf16, but the boxes must come out finer than that grid."""
+    torch.manual_seed(0)
+    head = HEADS[name](in_channels=CHANNELS).eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        box = head(features((6, 6), (3, 3), batch=16)).box
+    assert box.dtype == torch.float32
+    off_the_bf16_grid = box != box.to(torch.bfloat16).float()
+    assert off_the_bf16_grid.float().mean() > 0.9
