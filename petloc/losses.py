@@ -7,8 +7,9 @@ normalized xyxy coordinates (``x0, y0, x1, y1`` in ``[0, 1]``).
 Inputs are upcast to float32 before any arithmetic. petloc's heads decode in float32, but a box
 handed over in bf16 (a head of one's own under bf16 autocast) cannot represent coordinate differences
 below ~0.004 near 1.0, so squared errors, square roots and IoU ratios computed in bf16 would be mostly
-rounding noise. The upcast is differentiable, so gradients still reach bf16 predictions. Class cross-entropy is deliberately absent:
-the LightningModule adds it in the class-aware modes, so these modules stay box-only and reusable.
+rounding noise. The upcast is differentiable, so gradients still reach bf16 predictions. Class
+cross-entropy is deliberately absent: the LightningModule adds it in the class-aware modes, so these
+modules stay box-only and reusable.
 """
 
 from __future__ import annotations

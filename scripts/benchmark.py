@@ -28,6 +28,14 @@ seconds of wall clock and prints what the budget bought: ``fit_steps``, ``fit_ep
 loading, validation and per-epoch work) and ``fit_step_share``, the share of the wall clock spent
 inside training steps (a ratio within the run, unlike the speeds).
 
+    python scripts/benchmark.py --step-forms [hydra overrides]
+
+instead times the model-only training step (one real batch held, the run's ``trainer.precision``) in
+three forms, in turns of ``--chunk`` steps: ``channels_last`` (petloc's: the input, and so every
+activation, in NHWC memory), ``contiguous`` (NCHW) and ``compiled`` (``torch.compile`` of the
+forward pass, channels-last); prints ``step_ms`` (median per form) and ``compile_s``, what the
+compiled form's first step took.
+
     python scripts/benchmark.py --readers 100000
 
 instead times each dataset reader's parse (annotations only: no image is opened or decoded) on a
@@ -307,6 +315,55 @@ def run(overrides: list[str], steps: int, warmup: int, repeats: int, chunk: int)
     }
 
 
+def measure_step_forms(overrides: list[str], steps: int, chunk: int) -> dict[str, Any]:
+    """Median training-step time of the model in three forms (:func:`main`'s ``--step-forms``)."""
+    with tempfile.TemporaryDirectory() as tmp_name:
+        cfg = compose_config(overrides, Path(tmp_name))
+        L.seed_everything(cfg.seed, workers=True)
+        dm: LocalizationDataModule = instantiate(cfg.data)
+        dm.setup("fit")
+        batch = next(iter(dm.train_dataloader()))
+        forms = {
+            name: PetLocModule(cfg, dm.class_names).train()
+            for name in ("channels_last", "contiguous", "compiled")
+        }
+        nchw = forms["contiguous"]
+        nchw.preprocess = lambda images: PetLocModule.preprocess(nchw, images).contiguous()  # type: ignore[method-assign]
+        forms["compiled"].compile()
+        optimizers = {name: torch.optim.AdamW(m.parameters(), lr=1e-4) for name, m in forms.items()}
+        bf16 = str(cfg.trainer.precision).startswith("bf16")
+
+        def step(name: str) -> float:
+            start = time.perf_counter()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss, _, _ = forms[name]._step(batch)
+            loss.backward()
+            optimizers[name].step()
+            optimizers[name].zero_grad(set_to_none=True)
+            return time.perf_counter() - start
+
+        compile_s = step("compiled")
+        times: dict[str, list[float]] = {name: [] for name in forms}
+        for _ in range(-(-steps // chunk)):
+            for name in forms:
+                step(name)  # the first step of a turn is not counted: caches and threads settle
+                times[name].extend(step(name) for _ in range(chunk))
+    return {
+        "step_ms": {name: round(1000 * statistics.median(t), 1) for name, t in times.items()},
+        "compile_s": round(compile_s, 1),
+        "config": {
+            "overrides": overrides,
+            "batch_size": cfg.data.batch_size,
+            "precision": cfg.trainer.precision,
+        },
+        "machine": {
+            "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+        },
+    }
+
+
 def measure_fit(overrides: list[str], seconds: int) -> dict[str, Any]:
     """``petloc-train`` for ``seconds`` of wall clock (:func:`petloc.train.train`, every callback on):
     the steps a time budget buys once validation, checkpoints and per-epoch work take their share."""
@@ -392,11 +449,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=20, help="inference repeats (batch 32)")
     parser.add_argument("--readers", type=int, help="time the dataset readers on this many images instead")
     parser.add_argument("--fit", type=int, help="run petloc-train for this many seconds instead (1-3599)")
+    parser.add_argument(
+        "--step-forms", action="store_true", help="time the training step channels-last, NCHW and compiled"
+    )
     args = parser.parse_args(argv)
     if args.fit:
         if not 0 < args.fit < 3600:
             parser.error(f"--fit {args.fit}: give seconds between 1 and 3599")
         print(json.dumps(measure_fit(args.overrides, args.fit), indent=2))
+        return 0
+    if args.step_forms:
+        print(json.dumps(measure_step_forms(args.overrides, args.steps, args.chunk), indent=2))
         return 0
     if args.readers:
         print(json.dumps(measure_readers(args.readers), indent=2))

@@ -113,6 +113,31 @@ def test_benchmark_fit_reports_what_a_time_budget_bought(tmp_path: Path, cache_d
 
 
 @pytest.mark.slow
+def test_benchmark_step_forms_times_each_form_at_the_runs_precision(tmp_path: Path, cache_dir: Path) -> None:
+    """``--step-forms``: a median step time for each form of BENCHMARKS.md's table, the compiled
+    form's first step (its compilation) apart, at the precision the overrides chose."""
+    result = run_benchmark(
+        tmp_path,
+        "--step-forms",
+        "--steps=2",
+        "--chunk=1",
+        "data=synthetic_pets",
+        "data.synthetic.n=40",
+        "data.batch_size=4",
+        "data.num_workers=0",
+        "image_size=64",
+        "alpha=0.25",
+        "trainer.precision=bf16-mixed",
+        f"paths.cache_dir={cache_dir}",
+    )
+    report = json.loads(result.stdout)
+    assert set(report["step_ms"]) == {"channels_last", "contiguous", "compiled"}
+    assert all(ms > 0 for ms in report["step_ms"].values())
+    assert report["compile_s"] > 0
+    assert (report["config"]["batch_size"], report["config"]["precision"]) == (4, "bf16-mixed")
+
+
+@pytest.mark.slow
 def test_benchmark_readers_times_every_format_of_its_table(tmp_path: Path) -> None:
     """``--readers``: a row for every registered format, each one the table in BENCHMARKS.md holds."""
     report = json.loads(run_benchmark(tmp_path, "--readers=12").stdout)
