@@ -322,9 +322,11 @@ def measure_step_forms(overrides: list[str], steps: int, chunk: int) -> dict[str
         L.seed_everything(cfg.seed, workers=True)
         dm: LocalizationDataModule = instantiate(cfg.data)
         dm.setup("fit")
-        batch = next(iter(dm.train_dataloader()))
+        # the GPU when there is one, as the Lightning measurements above (accelerator="auto")
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        batch = {k: v.to(device) for k, v in next(iter(dm.train_dataloader())).items()}
         forms = {
-            name: PetLocModule(cfg, dm.class_names).train()
+            name: PetLocModule(cfg, dm.class_names).to(device).train()
             for name in ("channels_last", "contiguous", "compiled")
         }
         nchw = forms["contiguous"]
@@ -335,11 +337,13 @@ def measure_step_forms(overrides: list[str], steps: int, chunk: int) -> dict[str
 
         def step(name: str) -> float:
             start = time.perf_counter()
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 loss, _, _ = forms[name]._step(batch)
             loss.backward()
             optimizers[name].step()
             optimizers[name].zero_grad(set_to_none=True)
+            if device.type == "cuda":
+                torch.cuda.synchronize()  # the step's kernels, not only their launch
             return time.perf_counter() - start
 
         compile_s = step("compiled")
@@ -359,6 +363,7 @@ def measure_step_forms(overrides: list[str], steps: int, chunk: int) -> dict[str
         "machine": {
             "cpus": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
+            "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
             "torch": torch.__version__,
         },
     }

@@ -6,8 +6,7 @@ learn *where* the object is. Boxes are parameterized as centre + size through a 
 ``x0 < x1`` and ``y0 < y1`` hold for any network output.
 
 Boxes are decoded in float32 whatever the autocast dtype: bf16 keeps 8 significant bits, so a
-coordinate of a 12-cell grid would round by up to about 1/400 of the side, and so would the training
-targets cast to the boxes' dtype.
+coordinate of a 12-cell grid would round by up to about 1/400 of the side.
 """
 
 from __future__ import annotations

@@ -143,7 +143,7 @@ class PetLocModule(L.LightningModule):
     # ---- training --------------------------------------------------------------------------
     def _step(self, batch: dict[str, Tensor]) -> tuple[Tensor, HeadOutput, Tensor | None]:
         out, logits = self(batch["image"])
-        boxes = batch["boxes"].to(out.box.dtype)
+        boxes = batch["boxes"]
         valid = torch.arange(boxes.shape[1], device=boxes.device) < batch["num_boxes"].view(-1, 1)
         loss = self.head.loss(out, boxes, valid, self.box_loss)
         if logits is not None:

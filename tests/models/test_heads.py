@@ -252,8 +252,8 @@ def test_center_loss_with_a_soft_centre_target_matches_a_hand_computed_gaussian(
 
 @pytest.mark.parametrize("name", sorted(HEADS))
 def test_boxes_are_decoded_in_float32_under_bf16_autocast(name: str) -> None:
-    """bf16 keeps 8 significant bits: a box decoded in it lies on a grid coarse enough to cost IoU.
-    Under autocast the convolutions run in bf16, but the boxes must come out finer than that grid."""
+    """bf16 keeps 8 significant bits: a box decoded in it lies on a coarse grid. Under autocast the
+    convolutions run in bf16, but the boxes must come out finer than that grid."""
     torch.manual_seed(0)
     head = HEADS[name](in_channels=CHANNELS).eval()
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
